@@ -1,0 +1,70 @@
+"""Run events: one JSON object per line in `events.jsonl`, append-only (imports no torch).
+
+Kinds of event (field `type`):
+    start     step 0: run_id, experiment, digest, device, pid, host, time, subset sizes
+    movement  step, subsets: {subset: {dist, rel, speed, path, cos, layers: {layer: {...}}}}
+    eval      step, train_loss (mean minibatch loss since the last eval), eval_loss, eval_acc
+    checkpoint step, path (relative to the run folder)
+    end       step, status (completed | cancelled | failed), error (when failed)
+
+Lines are flushed as written, so a reader (the CLI, the TUI, another process) sees every
+complete record; a line cut short by a crash is skipped by the reader, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventWriter:
+    def __init__(self, path: str | Path) -> None:
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, event: dict[str, Any]) -> None:
+        event.setdefault("time", time.time())
+        self._file.write(json.dumps(event, separators=(",", ":")) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Complete events from byte `offset` on, and the offset to continue from (for tailing)."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(offset)
+            data = file.read()
+    except FileNotFoundError:
+        return [], offset
+    events = []
+    end = data.rfind(b"\n") + 1  # a trailing partial line is a write in progress (or a crash)
+    for line in data[:end].splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a torn line from a crash mid-write: skip it, keep the rest
+    return events, offset + end
+
+
+def iter_events(path: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
+    events, _ = read_events(path)
+    return (event for event in events if kind is None or event.get("type") == kind)
+
+
+def last_event(path: str | Path, kind: str) -> dict[str, Any] | None:
+    found = None
+    for found in iter_events(path, kind):
+        pass
+    return found

@@ -1,0 +1,285 @@
+"""Experiment specs: what a run is, as pydantic models.
+
+Imports no torch, so the CLI and the TUI can read, validate and show experiments
+without paying for a torch import. `experiments.json` holds named experiments; an
+experiment may inherit from another with `"base": "name"`, and the command line
+overrides any dotted key with `--set key=value`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SpecError(ValueError):
+    """A problem with user input, told in one sentence naming the bad value and what is allowed."""
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo like "lr_" must not silently run the default.
+    model_config = ConfigDict(extra="forbid")
+
+
+DatasetName = Literal["mnist5k", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"]
+
+
+class DataSpec(_Section):
+    name: DatasetName = Field(
+        "mnist5k",
+        description="mnist5k: 5,000 real MNIST digits shipped offline (4,000 train / 1,000 held out); "
+        "digits: scikit-learn's 8x8 digits; the rest load through torchvision from `dir`.",
+    )
+    dir: str = Field("data", description="Folder holding torchvision datasets (relative to the working directory).")
+    download: bool = Field(False, description="Download a torchvision dataset into `dir` if it is missing.")
+    batch_size: int = Field(64, gt=0, description="Examples per training step.")
+
+
+class ModelSpec(_Section):
+    name: Literal["lenet", "vgg", "resnet"] = Field("lenet", description="CNN family member.")
+    width: int = Field(16, gt=0, description="Channels of the first conv layer; later layers scale from it.")
+
+
+class OptimizerSpec(_Section):
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0, description="Learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam/adamw).")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd with momentum > 0 only).")
+    weight_decay: float = Field(
+        0.0, ge=0, description="L2 penalty: coupled (added to the gradient) for sgd/adam, decoupled for adamw."
+    )
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> OptimizerSpec:
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise ValueError("optimizer.nesterov=true needs optimizer.name='sgd' and optimizer.momentum > 0")
+        return self
+
+
+class TrainSpec(_Section):
+    steps: int = Field(1000, gt=0, description="Optimizer steps.")
+    eval_every: int = Field(250, ge=0, description="Evaluate on the held-out split every k steps (0 = only at the end).")
+
+
+Strategy = Literal["first_kernels", "random_kernels", "random_elements", "layers", "none"]
+
+
+class PartitionSpec(_Section):
+    strategy: Strategy = Field(
+        "first_kernels",
+        description="How trainable coordinates split into `subset` (always trains) and `fixed` "
+        "(frozen when freeze=true).",
+    )
+    fraction: float = Field(0.5, ge=0, le=1, description="Share of each layer that is fixed.")
+    include_fc: bool = Field(False, description="Partition FC layers too (false: they are wholly in `subset`).")
+    seed: int = Field(0, description="Seed for the random strategies.")
+    layers: list[str] = Field(default_factory=list, description="Layer names fixed whole by the `layers` strategy.")
+
+    @model_validator(mode="after")
+    def _layers_named(self) -> PartitionSpec:
+        if self.strategy == "layers" and not self.layers:
+            raise ValueError("partition.strategy='layers' needs partition.layers, a list of layer names to fix")
+        return self
+
+
+class TrackSpec(_Section):
+    every: int = Field(10, ge=0, description="Record weight movement every k steps (0 = off).")
+
+
+class CheckpointSpec(_Section):
+    every: int = Field(0, ge=0, description="Save a checkpoint every k steps (0 = only init and final).")
+
+
+_DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
+
+
+class ExperimentSpec(_Section):
+    """One fully resolved run: every value a run depends on."""
+
+    description: str = ""
+    seed: int = Field(0, description="Seeds the initial weights and the data order.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N, mps or auto (first GPU if any, else CPU).")
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    partition: PartitionSpec = Field(default_factory=PartitionSpec)
+    freeze: bool = Field(False, description="true: the fixed coordinates are frozen; false: all train, same partition tracked.")
+    track: TrackSpec = Field(default_factory=TrackSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("device must be cpu, cuda, cuda:N, mps or auto")
+        return value
+
+    def digest(self) -> str:
+        """Identifies what was computed: equal digests mean interchangeable runs."""
+        canonical = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class ExperimentEntry(ExperimentSpec):
+    """An entry of experiments.json: a spec plus the name of the experiment it inherits from."""
+
+    base: str | None = Field(None, description="Name of the experiment this one inherits from.")
+
+
+class ExperimentsFile(_Section):
+    """The shape of experiments.json (the JSON Schema editors use is generated from this)."""
+
+    model_config = ConfigDict(extra="forbid", title="workbench experiments")
+    schema_: str | None = Field(None, alias="$schema")
+    experiments: dict[str, ExperimentEntry] = Field(default_factory=dict)
+    # Studies pair experiments; their shape is defined by the studies feature.
+    studies: dict[str, Any] = Field(default_factory=dict)
+
+
+def json_schema() -> dict[str, Any]:
+    return ExperimentsFile.model_json_schema(by_alias=True)
+
+
+# ---------------------------------------------------------------------------------------
+# Loading, inheritance and overrides. Everything works on plain dicts first (so an entry
+# only overrides the keys it names) and validates the merged result once.
+
+
+def _describe(error: dict[str, Any], prefix: str) -> str:
+    loc = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if error["type"] == "missing":
+        return f"{loc}: required"
+    return f"{loc}: {message} (got {json.dumps(error.get('input'), default=str)})"
+
+
+def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
+    return [_describe(error, prefix) for error in exc.errors()]
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+class Experiments:
+    """The experiments of one experiments.json, resolved through their `base` chains."""
+
+    def __init__(self, raw: dict[str, Any], path: str = "experiments.json") -> None:
+        self.path = path
+        self.raw = raw
+        self.entries: dict[str, dict[str, Any]] = raw.get("experiments", {}) or {}
+
+    @classmethod
+    def load(cls, path: str | Path) -> Experiments:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise SpecError(f"{path}: no such experiments file; pass --experiments PATH") from None
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        if not isinstance(raw, dict) or not isinstance(raw.get("experiments", {}), dict):
+            raise SpecError(f'{path}: must be a JSON object like {{"experiments": {{"name": {{...}}}}}}')
+        return cls(raw, str(path))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.entries)
+
+    def errors(self) -> list[str]:
+        """Every problem in the file, each with its location; empty when the file is valid."""
+        problems: list[str] = []
+        try:
+            ExperimentsFile.model_validate(self.raw)
+        except ValidationError as exc:
+            # Shape errors of single entries are reported below on the resolved spec, with
+            # inheritance applied; here only keep the ones about the file's own layout.
+            problems += [m for m in validation_messages(exc) if not m.startswith("experiments.")]
+        for name in self.entries:
+            try:
+                self.resolve(name)
+            except SpecError as exc:
+                problems += str(exc).split("\n")
+        return problems
+
+    def _merged(self, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+        if name not in self.entries:
+            if seen:
+                raise SpecError(
+                    f"{self.path}: experiments.{seen[-1]}.base: unknown experiment {name!r}; "
+                    f"known: {', '.join(self.entries)}"
+                )
+            raise SpecError(f"unknown experiment {name!r}; {self.path} has: {', '.join(self.entries) or 'none'}")
+        if name in seen:
+            raise SpecError(f"{self.path}: experiments.{name}.base: inheritance cycle {' -> '.join((*seen, name))}")
+        entry = self.entries[name]
+        if not isinstance(entry, dict):
+            raise SpecError(f"{self.path}: experiments.{name}: must be an object, got {json.dumps(entry)}")
+        base = entry.get("base")
+        own = {k: v for k, v in entry.items() if k != "base"}
+        if base is None:
+            return own
+        return _deep_merge(self._merged(base, (*seen, name)), own)
+
+    def resolve(self, name: str, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
+        """The full spec of `name`, with inheritance and `--set` overrides applied."""
+        merged = self._merged(name)
+        for key, value in (overrides or {}).items():
+            merged = apply_override(merged, key, value)
+        try:
+            return ExperimentSpec.model_validate(merged)
+        except ValidationError as exc:
+            prefix = f"{self.path}: experiments.{name}"
+            raise SpecError("\n".join(validation_messages(exc, prefix))) from None
+
+
+def settable_keys(model: type[BaseModel] = ExperimentSpec, prefix: str = "") -> list[str]:
+    """Every dotted key that `--set` accepts."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += settable_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`key=value` from the command line: the value is JSON where it parses, else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SpecError(f"--set {text!r}: expected key=value, e.g. --set optimizer.lr=0.1")
+    if key not in settable_keys():
+        raise SpecError(f"--set {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def apply_override(spec: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    merged = copy.deepcopy(spec)
+    *parents, leaf = key.split(".")
+    node = merged
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return merged

@@ -1,0 +1,80 @@
+"""Freeze strategies: a partition spec -> named boolean masks over the model's parameters.
+
+A partition splits every trainable coordinate into `subset` (always trains) and `fixed`
+(frozen when the spec says `freeze`). Masks are built on the CPU with their own seeded
+generator, so the same spec gives the same masks on any device, and two runs that differ
+only in `freeze` track exactly the same coordinates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from engine.models import Layer
+from engine.spec import PartitionSpec, SpecError
+
+Masks = dict[str, dict[str, torch.Tensor]]  # {"subset": {param: bool}, "fixed": {param: bool}}
+SUBSETS = ("subset", "fixed")
+
+
+def fixed_kernel_count(fraction: float, kernels: int) -> int:
+    # Round before the ceiling: 0.3 * 10 is 3.0000000000000004 in floating point, not 4 kernels.
+    return math.ceil(round(fraction * kernels, 9))
+
+
+def _kernel_mask(layer: Layer, spec: PartitionSpec, generator: torch.Generator) -> torch.Tensor:
+    count = fixed_kernel_count(spec.fraction, layer.kernels)
+    fixed = torch.zeros(layer.kernels, dtype=torch.bool)
+    if spec.strategy == "first_kernels":
+        fixed[:count] = True
+    else:  # random_kernels: the same count per layer, drawn with partition.seed
+        fixed[torch.randperm(layer.kernels, generator=generator)[:count]] = True
+    return fixed
+
+
+def _check_layer_names(layers: list[Layer], spec: PartitionSpec) -> None:
+    by_name = {layer.name: layer for layer in layers}
+    for name in spec.layers:
+        if name not in by_name:
+            raise SpecError(f"partition.layers: unknown layer {name!r}; this model's layers are {', '.join(by_name)}")
+        if by_name[name].kind == "fc" and not spec.include_fc:
+            raise SpecError(
+                f"partition.layers names FC layer {name!r} but partition.include_fc is false; "
+                "set partition.include_fc=true to fix FC layers"
+            )
+
+
+def partition_masks(params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec) -> Masks:
+    """Masks for `subset` and `fixed` (complements of each other) over every parameter."""
+    if spec.strategy == "layers":
+        _check_layer_names(layers, spec)
+    generator = torch.Generator().manual_seed(spec.seed)
+    fixed: dict[str, torch.Tensor] = {}
+    for layer in layers:
+        partitioned = layer.kind == "conv" or spec.include_fc
+        for name in layer.params:
+            fixed[name] = torch.zeros(params[name].shape, dtype=torch.bool)
+        if not partitioned or spec.strategy == "none":
+            continue
+        if spec.strategy in ("first_kernels", "random_kernels"):
+            # Per-kernel parameters (bias, BatchNorm scale and shift) go with their kernel.
+            kernels = _kernel_mask(layer, spec, generator)
+            for name in layer.params:
+                shape = params[name].shape
+                fixed[name] = kernels.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+        elif spec.strategy == "random_elements":
+            for name in layer.params:
+                fixed[name] = torch.rand(params[name].shape, generator=generator) < spec.fraction
+        elif spec.strategy == "layers" and layer.name in spec.layers:
+            for name in layer.params:
+                fixed[name] = torch.ones(params[name].shape, dtype=torch.bool)
+    missing = set(params) - set(fixed)
+    if missing:  # every parameter must belong to a layer, or it would escape both subsets
+        raise ValueError(f"parameters outside any layer: {sorted(missing)}")
+    return {"subset": {name: ~mask for name, mask in fixed.items()}, "fixed": fixed}
+
+
+def subset_sizes(masks: Masks) -> dict[str, int]:
+    return {subset: int(sum(int(m.sum()) for m in masks[subset].values())) for subset in SUBSETS}
