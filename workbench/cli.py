@@ -1,0 +1,228 @@
+"""`workbench`: the command line (typer).
+
+Bad input ends with one sentence naming the bad value and what is allowed, exit code 2
+and no traceback (`--debug` shows tracebacks). torch is imported only by commands that
+train, so listing and showing runs stays instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from engine.run_folder import RunFolder
+from engine.spec import Experiments, SpecError, json_schema, parse_override
+from workbench import tables
+from workbench.records import with_liveness
+from workbench.store import Store
+
+DEFAULT_EXPERIMENTS = "experiments.json"
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+_debug = False  # set by the --debug option of the top-level callback
+
+
+def friendly(command: Callable) -> Callable:
+    """User errors become one line and exit code 2; anything unexpected one line and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except SpecError as exc:
+            if _debug:
+                raise
+            for line in str(exc).splitlines():
+                typer.echo(f"error: {line}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            if _debug or type(exc).__module__.startswith(("typer", "click")):
+                raise  # typer.Exit and friends: already the right exit
+            typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Does freezing all but a subset of a CNN's weights let that subset move faster? Compose, run and measure it.",
+)
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    global _debug
+    _debug = debug
+
+
+ExperimentsPath = Annotated[
+    Path, typer.Option("--experiments", "-e", help="The experiments file.", show_default=True)
+]
+LogsDir = Annotated[
+    Path, typer.Option("--logs-dir", envvar="WORKBENCH_LOGS", help="Where run folders and store.json live.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _store_runs(logs_dir: Path) -> list[dict]:
+    """Every run in the store, with runs whose process died shown as lost."""
+    store = Store(logs_dir)
+    records = store.all()
+    for i, record in enumerate(records):
+        checked = with_liveness(record)
+        if checked["status"] != record["status"]:
+            store.update(record["run_id"], status=checked["status"])
+            records[i] = checked
+    return sorted(records, key=lambda r: r.get("created") or 0)
+
+
+@app.command()
+@friendly
+def run(
+    experiment: Annotated[Optional[str], typer.Argument(help="Experiment name (default: the file's first).")] = None,
+    headless: Annotated[bool, typer.Option("--headless", help="Train in the foreground of this terminal.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for init and data order.")] = None,
+    set_: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set optimizer.lr=0.1 (repeatable).")
+    ] = None,
+    experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Train one experiment in the foreground, with a progress bar (Ctrl-C stops cleanly)."""
+    from workbench.headless import run_headless
+    from workbench.progress import run_progress
+
+    catalog = Experiments.load(experiments)
+    name = experiment or (catalog.names[0] if catalog.names else None)
+    if name is None:
+        raise SpecError(f"{experiments} defines no experiments")
+    overrides = dict(parse_override(item) for item in set_ or [])
+    if device is not None:
+        overrides["device"] = device
+    if seed is not None:
+        overrides["seed"] = seed
+    spec = catalog.resolve(name, overrides)
+
+    with run_progress(spec.train.steps, f"{name}", stderr) as progress:
+        outcome = run_headless(spec, name, logs_dir, on_step=progress.advance, on_event=progress.event)
+
+    if as_json:
+        payload = {
+            "run_id": outcome.folder.run_id,
+            "run_dir": str(outcome.folder.path),
+            "status": outcome.status,
+            "summary": outcome.summary,
+        }
+        if outcome.error:
+            payload["error"] = outcome.error
+        typer.echo(json.dumps(payload))
+    elif outcome.summary:
+        stdout.print(tables.run_detail(outcome.summary, outcome.folder))
+    if outcome.status == "failed":
+        typer.echo(
+            f"error: run {outcome.folder.run_id} failed: {outcome.error}; traceback in {outcome.folder.log_path}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    if outcome.status == "cancelled":
+        typer.echo(f"run {outcome.folder.run_id} cancelled at step {outcome.summary['steps']}", err=True)
+        raise typer.Exit(130)
+
+
+@app.command()
+@friendly
+def runs(logs_dir: LogsDir = Path("logs"), as_json: AsJson = False) -> None:
+    """List runs: status, partition, final accuracy, and how far each subset moved."""
+    records = _store_runs(logs_dir)
+    if as_json:
+        typer.echo(json.dumps(records))
+    elif not records:
+        stderr.print(f"no runs in {logs_dir}/ yet; start one with: workbench run --headless")
+    else:
+        stdout.print(tables.runs_table(records))
+
+
+@app.command()
+@friendly
+def show(
+    run_id: Annotated[str, typer.Argument(help="The run's 8-character id (a unique prefix works).")],
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Show one run: its spec, final figures and per-layer movement of each subset."""
+    matches = [r for r in _store_runs(logs_dir) if r["run_id"].startswith(run_id)]
+    if len(matches) != 1:
+        known = "no runs" if not matches else ", ".join(r["run_id"] for r in matches)
+        raise SpecError(f"run id {run_id!r} matches {known}; `workbench runs` lists the run ids in {logs_dir}/")
+    record = matches[0]
+    folder = RunFolder(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"])
+    summary = folder.summary()
+    if as_json:
+        typer.echo(json.dumps({"record": record, "spec": folder.spec(), "summary": summary}))
+        return
+    stdout.print(tables.record_header(record, folder.spec() or {}))
+    if summary:
+        stdout.print(tables.run_detail(summary, folder))
+
+
+@app.command("experiments")
+@friendly
+def list_experiments(experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS), as_json: AsJson = False) -> None:
+    """List the experiments in the experiments file, resolved through their bases."""
+    catalog = Experiments.load(experiments)
+    specs = {name: catalog.resolve(name) for name in catalog.names}
+    if as_json:
+        typer.echo(json.dumps({name: spec.model_dump(mode="json") for name, spec in specs.items()}))
+    else:
+        stdout.print(tables.experiments_table(specs))
+
+
+@app.command()
+@friendly
+def validate(path: Annotated[Path, typer.Argument(help="The experiments file.")] = Path(DEFAULT_EXPERIMENTS)) -> None:
+    """Check an experiments file and report every error with its location."""
+    catalog = Experiments.load(path)
+    problems = catalog.errors()
+    if problems:
+        for problem in problems:
+            typer.echo(f"error: {problem}", err=True)
+        typer.echo(f"{path}: {len(problems)} error{'s' if len(problems) > 1 else ''}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{path}: ok, {len(catalog.names)} experiments")
+
+
+@app.command()
+@friendly
+def schema(
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of stdout.")] = None,
+) -> None:
+    """Print the JSON Schema of experiments files (point "$schema" at it for editor completion)."""
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if output:
+        from engine.run_folder import atomic_write
+
+        atomic_write(output, lambda f: f.write(text.encode()))
+    else:
+        typer.echo(text, nl=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:  # `workbench runs | head` closed the pipe early: not an error
+        os._exit(0)
