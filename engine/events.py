@@ -68,3 +68,22 @@ def last_event(path: str | Path, kind: str) -> dict[str, Any] | None:
     for found in iter_events(path, kind):
         pass
     return found
+
+
+def describe_event(event: dict) -> str | None:
+    """A log line for the events worth a line (movement records stay in events.jsonl)."""
+    kind, step = event.get("type"), event.get("step")
+    if kind == "start":
+        sizes = event["subset_sizes"]
+        return (
+            f"start run {event['run_id']} ({event['experiment']}) on {event['device']}: "
+            f"{sizes['subset']} coordinates in subset, {sizes['fixed']} fixed"
+        )
+    if kind == "eval":
+        train = "n/a" if event["train_loss"] is None else f"{event['train_loss']:.4f}"
+        return f"step {step}: train_loss {train} eval_loss {event['eval_loss']:.4f} eval_acc {event['eval_acc']:.4f}"
+    if kind == "checkpoint":
+        return f"step {step}: checkpoint {event['path']}"
+    if kind == "end":
+        return f"step {step}: {event['status']}" + (f": {event['error']}" if event.get("error") else "")
+    return None
