@@ -1,0 +1,75 @@
+"""Step-time cost of movement tracking: every step and every 10 steps, against tracking off.
+
+Runs the real training loop (engine.train.train) on the shipped `half-fixed` experiment
+and times the steps themselves (from the first on_step to the last, so set-up, the final
+evaluation and checkpoint writes are excluded). Configurations are interleaved over
+several rounds and the median taken, so drift on a shared machine hits all of them alike.
+
+    python benchmarks/tracking_overhead.py [--device cuda:0] [--steps 600] [--rounds 3]
+Goals: every step <= 1.05, every 10 steps <= 1.01 (ratios to tracking off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.run_folder import RunFolder  # noqa: E402
+from engine.spec import Experiments  # noqa: E402
+from engine.train import prepare, train  # noqa: E402
+
+
+def step_seconds(spec, logs: Path) -> float:
+    prep = prepare(spec)
+    stamps: list[float] = []
+
+    def on_step(step: int) -> None:
+        if prep.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(prep.device)  # time finished work, not queued kernels
+        stamps.append(time.perf_counter())
+
+    train(prep, RunFolder.create(logs), experiment="bench", on_step=on_step)
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="half-fixed")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+
+    base = Experiments.load(Path(__file__).resolve().parents[1] / "experiments.json").resolve(
+        args.experiment,
+        {"device": args.device, "train.steps": args.steps, "train.eval_every": 0, "checkpoint.every": 0},
+    )
+    configs = {"off": 0, "every 1": 1, "every 10": 10}
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory() as logs:
+        step_seconds(base, Path(logs))  # warm-up: allocator, kernels, caches
+        for round_ in range(args.rounds):
+            for name, every in configs.items():
+                spec = base.model_copy(update={"track": base.track.model_copy(update={"every": every})})
+                times[name].append(step_seconds(spec, Path(logs)))
+            print(f"round {round_ + 1}: " + ", ".join(f"{n} {t[-1] * 1e3:.3f} ms/step" for n, t in times.items()), flush=True)
+
+    off = statistics.median(times["off"])
+    print(f"\n{args.experiment} on {args.device}, {args.steps} steps x {args.rounds} rounds (median step time)")
+    print(f"tracking off        {off * 1e3:8.3f} ms/step")
+    for name, goal in (("every 1", 1.05), ("every 10", 1.01)):
+        ratio = statistics.median(times[name]) / off
+        verdict = "meets" if ratio <= goal else "misses"
+        print(f"tracking {name:<10} {statistics.median(times[name]) * 1e3:8.3f} ms/step  ratio {ratio:.3f}  ({verdict} goal <= {goal})")
+
+
+if __name__ == "__main__":
+    main()
