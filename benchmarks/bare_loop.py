@@ -20,7 +20,7 @@ from engine.models import build_model  # noqa: E402
 from engine.spec import Experiments  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--experiment", default="half-fixed")
+parser.add_argument("--experiment", default="baseline")
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--steps", type=int, required=True)
 args = parser.parse_args()

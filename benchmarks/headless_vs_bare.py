@@ -30,7 +30,7 @@ def wall(command: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default="half-fixed")
+    parser.add_argument("--experiment", default="baseline")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)

@@ -30,11 +30,23 @@ ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8
 
 
+def _file_mode() -> int:
+    # mkstemp creates files 0600; a run folder on a shared GPU server should read like any
+    # other file the user writes, so apply the usual 0666 & ~umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write(path: Path, write) -> None:
     """Call `write(file_object)` on a temporary file beside `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as file:
             write(file)
             file.flush()

@@ -246,8 +246,13 @@ class Experiments:
         try:
             return ExperimentSpec.model_validate(merged)
         except ValidationError as exc:
-            prefix = f"{self.path}: experiments.{name}"
-            raise SpecError("\n".join(validation_messages(exc, prefix))) from None
+            messages = []
+            for error in exc.errors():
+                key = ".".join(str(part) for part in error["loc"])
+                # A bad value that came from the command line is named as such, not as the file's.
+                prefix = "--set " if key in (overrides or {}) else f"{self.path}: experiments.{name}."
+                messages.append(prefix + _describe(error, "").lstrip("."))
+            raise SpecError("\n".join(messages)) from None
 
 
 def settable_keys(model: type[BaseModel] = ExperimentSpec, prefix: str = "") -> list[str]:

@@ -7,9 +7,8 @@ For a subset S and a record at step t (previous record at step t-k):
     path  = running sum of ||w_S(t) - w_S(t-k)||  (distance travelled)
     cos   = <w_S(t), w_S(0)> / (||w_S(t)|| ||w_S(0)||)
 
-Every coordinate belongs to one *group* (layer x subset). One pass over the flattened
-weights computes four sums per group with `index_add_`; overall figures add the groups
-up. All of it stays on the device: `measure` queues a small tensor and only `flush`
+Every coordinate belongs to one *group* (layer x subset). A few passes over the flattened
+weights compute three sums per group (GroupSums); overall figures add the groups up. All of it stays on the device: `measure` queues a small tensor and only `flush`
 copies the queued records to the host (one sync per flush, not one per record).
 """
 
@@ -23,6 +22,47 @@ from engine.subsets import SUBSETS, Masks
 METRICS = ("dist", "rel", "speed", "path", "cos")
 
 
+MAX_RUNS = 48  # above this many runs of one group, sort coordinates by group instead (CPU)
+
+
+class GroupSums:
+    """Sums the columns of a [k, N] tensor into groups: [k, N] -> [k, n_groups].
+
+    On a GPU, one `index_add_` kernel. On a CPU that scatter is slow (serial, ~5 ms for a
+    million coordinates), while summing contiguous slices is fast; so coordinates are kept
+    in an order where each group is a few contiguous runs. The natural order already is,
+    for whole-kernel partitions (fixed kernels are a block of rows of each tensor); for
+    scattered ones (random elements) the coordinates are sorted by group once, and every
+    record gathers the weights into that order.
+    """
+
+    def __init__(self, group: torch.Tensor, n_groups: int) -> None:
+        self.group, self.n_groups = group, n_groups
+        self.order: torch.Tensor | None = None
+        if group.device.type == "cuda":
+            return
+        if _run_count(group) > MAX_RUNS:
+            self.order = torch.argsort(group, stable=True)
+            group = group[self.order]
+        values, lengths = torch.unique_consecutive(group, return_counts=True)
+        self.run_group, self.run_lengths = values, lengths.tolist()
+
+    def arrange(self, flat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """`flat` (natural order) in the order this summer expects."""
+        return flat if self.order is None else torch.index_select(flat, 0, self.order, out=out)
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        sums = torch.zeros((*values.shape[:-1], self.n_groups), device=values.device, dtype=values.dtype)
+        if self.group.device.type == "cuda":
+            return sums.index_add_(-1, self.group, values)
+        runs = torch.stack([chunk.sum(-1) for chunk in values.split(self.run_lengths, dim=-1)], dim=-1)
+        return sums.index_add_(-1, self.run_group, runs)
+
+
+def _run_count(group: torch.Tensor) -> int:
+    return int((group[1:] != group[:-1]).sum()) + 1
+
+
 class MovementTracker:
     def __init__(self, params: dict[str, torch.Tensor], layers: list[Layer], masks: Masks) -> None:
         self.params = [params[name] for layer in layers for name in layer.params]
@@ -34,13 +74,19 @@ class MovementTracker:
             for name in layer.params:
                 fixed = masks["fixed"][name].to(device).flatten().long()
                 group_parts.append(index * len(SUBSETS) + fixed)
-        self.group = torch.cat(group_parts)
+        group = torch.cat(group_parts)
         self.n_groups = len(layers) * len(SUBSETS)
-        self.sizes = torch.zeros(self.n_groups, device=device).index_add_(0, self.group, torch.ones_like(self.group, dtype=torch.float32))
-        self.w0 = self._flat()
+        self.group_sums = GroupSums(group, self.n_groups)
+        self.sizes = self.group_sums(torch.ones(group.shape, device=device))
+        # Weights are kept flat, in the summer's order. Scratch buffers are reused by every
+        # record: fresh weight-sized tensors per record cost more than the arithmetic.
+        self._natural = torch.empty(group.numel(), device=device)
+        self._arranged = torch.empty(group.numel(), device=device)
+        self.w0 = self._flat().clone()
         self.previous = self.w0.clone()
+        self._terms = torch.empty(3, self.w0.numel(), device=device)
         self.previous_step = 0
-        self.w0_sq = self._group_sums(self.w0 * self.w0)
+        self.w0_sq = self.group_sums(self.w0 * self.w0)
         # per-group path plus overall path per subset (a sum of norms does not add across groups)
         self.path_groups = torch.zeros(self.n_groups, device=device)
         self.path_overall = torch.zeros(len(SUBSETS), device=device)
@@ -48,11 +94,8 @@ class MovementTracker:
         self.last_event: dict | None = None  # the newest flushed record
 
     def _flat(self) -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in self.params])
-
-    def _group_sums(self, values: torch.Tensor) -> torch.Tensor:
-        shape = (*values.shape[:-1], self.n_groups)
-        return torch.zeros(shape, device=values.device, dtype=values.dtype).index_add_(-1, self.group, values)
+        natural = torch.cat([p.detach().reshape(-1) for p in self.params], out=self._natural)
+        return self.group_sums.arrange(natural, out=self._arranged)
 
     def _overall(self, group_values: torch.Tensor) -> torch.Tensor:
         """Sum groups over layers: [..., n_groups] -> [..., n_subsets]."""
@@ -62,8 +105,11 @@ class MovementTracker:
     def measure(self, step: int) -> None:
         """Queue a record of the movement at `step` (no host sync)."""
         w = self._flat()
-        moved, update = w - self.w0, w - self.previous
-        sums = self._group_sums(torch.stack([moved * moved, update * update, w * self.w0, w * w]))
+        moved_sq, update_sq, dot = self._terms  # rows of one buffer: one group sum for all three
+        torch.sub(w, self.w0, out=moved_sq).square_()
+        torch.sub(w, self.previous, out=update_sq).square_()
+        torch.mul(w, self.w0, out=dot)
+        sums = self.group_sums(self._terms)
         steps = max(step - self.previous_step, 1)
         groups = self._metrics(sums, self.w0_sq, self.path_groups, steps)
         overall = self._metrics(self._overall(sums), self._overall(self.w0_sq), self.path_overall, steps)
@@ -73,7 +119,9 @@ class MovementTracker:
 
     @staticmethod
     def _metrics(sums: torch.Tensor, w0_sq: torch.Tensor, path: torch.Tensor, steps: int) -> torch.Tensor:
-        moved_sq, update_sq, dot, w_sq = sums
+        moved_sq, update_sq, dot = sums
+        # ||w||^2 from ||w - w0||^2 = ||w||^2 - 2<w, w0> + ||w0||^2: saves a pass over the weights
+        w_sq = (moved_sq + 2 * dot - w0_sq).clamp_min(0)
         dist, update, w0_norm = moved_sq.sqrt(), update_sq.sqrt(), w0_sq.sqrt()
         path.add_(update)  # in place: the running distance travelled lives on the device
         cos = dot / (w_sq.sqrt() * w0_norm)

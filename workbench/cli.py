@@ -124,7 +124,7 @@ def run(
     if as_json:
         payload = {
             "run_id": outcome.folder.run_id,
-            "run_dir": str(outcome.folder.path),
+            "run_dir": str(outcome.folder.path.resolve()),
             "status": outcome.status,
             "summary": outcome.summary,
         }

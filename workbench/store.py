@@ -42,12 +42,12 @@ class AtomicJSONStorage(Storage):
 
     def read(self) -> dict[str, Any] | None:
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return None
         try:
-            data = json.loads(text) if text.strip() else None
-        except json.JSONDecodeError:
+            data = json.loads(raw) if raw.strip() else None
+        except ValueError:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text at all
             raise CorruptStore(self.path) from None
         if data is not None and not isinstance(data, dict):
             raise CorruptStore(self.path)
@@ -83,8 +83,14 @@ class Store:
     # operations --------------------------------------------------------------------
     def put(self, record: dict[str, Any]) -> None:
         """Insert or replace the record of `record["run_id"]`."""
+
+        def replace(document: dict[str, Any]) -> None:
+            document.clear()
+            document.update(record)
+
         with self._runs() as runs:
-            runs.upsert(record, Query().run_id == record["run_id"])
+            if not runs.update(replace, Query().run_id == record["run_id"]):  # upsert would merge, keeping stale fields
+                runs.insert(record)
 
     def update(self, run_id: str, **fields: Any) -> None:
         with self._runs() as runs:
@@ -103,7 +109,12 @@ class Store:
     def _rebuild_locked(self) -> None:
         from workbench.records import record_from_folder
 
-        aside = self.path.with_name(f"{STORE_FILE}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{STORE_FILE}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():  # never overwrite an earlier corrupt copy from the same second
+            n += 1
+            aside = self.path.with_name(f"{STORE_FILE}.corrupt-{stamp}-{n}")
         self.path.replace(aside)
         records = [r for r in map(record_from_folder, sorted(self.logs_dir.iterdir())) if r is not None]
         atomic_write_json(self.path, {"runs": {str(i + 1): r for i, r in enumerate(records)}})
