@@ -7,9 +7,12 @@ For a subset S and a record at step t (previous record at step t-k):
     path  = running sum of ||w_S(t) - w_S(t-k)||  (distance travelled)
     cos   = <w_S(t), w_S(0)> / (||w_S(t)|| ||w_S(0)||)
 
-Every coordinate belongs to one *group* (layer x subset). A few passes over the flattened
-weights compute three sums per group (GroupSums); overall figures add the groups up. All of it stays on the device: `measure` queues a small tensor and only `flush`
-copies the queued records to the host (one sync per flush, not one per record).
+Every coordinate belongs to one *group* (layer x subset), and the coordinates are cut
+into *runs*: contiguous slices that lie in one group. A record takes three batched
+`torch._foreach_norm` calls over the runs (a few kernels for any number of tensors) and
+adds the squared norms up per group; whole subsets add their groups up. Nothing leaves
+the device at a record: `measure` queues a small tensor, `flush` copies all queued
+records to the host at once and derives the metrics there, in float64.
 """
 
 from __future__ import annotations
@@ -20,127 +23,111 @@ from engine.models import Layer
 from engine.subsets import SUBSETS, Masks
 
 METRICS = ("dist", "rel", "speed", "path", "cos")
-
-
-MAX_RUNS = 48  # above this many runs of one group, sort coordinates by group instead (CPU)
-
-
-class GroupSums:
-    """Sums the columns of a [k, N] tensor into groups: [k, N] -> [k, n_groups].
-
-    On a GPU, one `index_add_` kernel. On a CPU that scatter is slow (serial, ~5 ms for a
-    million coordinates), while summing contiguous slices is fast; so coordinates are kept
-    in an order where each group is a few contiguous runs. The natural order already is,
-    for whole-kernel partitions (fixed kernels are a block of rows of each tensor); for
-    scattered ones (random elements) the coordinates are sorted by group once, and every
-    record gathers the weights into that order.
-    """
-
-    def __init__(self, group: torch.Tensor, n_groups: int) -> None:
-        self.group, self.n_groups = group, n_groups
-        self.order: torch.Tensor | None = None
-        if group.device.type == "cuda":
-            return
-        if _run_count(group) > MAX_RUNS:
-            self.order = torch.argsort(group, stable=True)
-            group = group[self.order]
-        values, lengths = torch.unique_consecutive(group, return_counts=True)
-        self.run_group, self.run_lengths = values, lengths.tolist()
-
-    def arrange(self, flat: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """`flat` (natural order) in the order this summer expects."""
-        return flat if self.order is None else torch.index_select(flat, 0, self.order, out=out)
-
-    def __call__(self, values: torch.Tensor) -> torch.Tensor:
-        sums = torch.zeros((*values.shape[:-1], self.n_groups), device=values.device, dtype=values.dtype)
-        if self.group.device.type == "cuda":
-            return sums.index_add_(-1, self.group, values)
-        runs = torch.stack([chunk.sum(-1) for chunk in values.split(self.run_lengths, dim=-1)], dim=-1)
-        return sums.index_add_(-1, self.run_group, runs)
-
-
-def _run_count(group: torch.Tensor) -> int:
-    return int((group[1:] != group[:-1]).sum()) + 1
+MAX_RUNS = 64  # more runs than this (scattered masks): gather coordinates into group order instead
 
 
 class MovementTracker:
     def __init__(self, params: dict[str, torch.Tensor], layers: list[Layer], masks: Masks) -> None:
-        self.params = [params[name] for layer in layers for name in layer.params]
         self.layer_names = [layer.name for layer in layers]
-        device = self.params[0].device
-        # group id of every coordinate: layer index * 2 + subset index
-        group_parts = []
-        for index, layer in enumerate(layers):
-            for name in layer.params:
-                fixed = masks["fixed"][name].to(device).flatten().long()
-                group_parts.append(index * len(SUBSETS) + fixed)
-        group = torch.cat(group_parts)
+        self.params = [params[name].detach() for layer in layers for name in layer.params]
         self.n_groups = len(layers) * len(SUBSETS)
-        self.group_sums = GroupSums(group, self.n_groups)
-        self.sizes = self.group_sums(torch.ones(group.shape, device=device))
-        # Weights are kept flat, in the summer's order. Scratch buffers are reused by every
-        # record: fresh weight-sized tensors per record cost more than the arithmetic.
-        self._natural = torch.empty(group.numel(), device=device)
-        self._arranged = torch.empty(group.numel(), device=device)
-        self.w0 = self._flat().clone()
-        self.previous = self.w0.clone()
-        self._terms = torch.empty(3, self.w0.numel(), device=device)
+        device = self.params[0].device
+        # group id of every coordinate (layer index * 2 + subset index), params in layer order
+        group = torch.cat(
+            [
+                index * len(SUBSETS) + masks["fixed"][name].flatten().long()
+                for index, layer in enumerate(layers)
+                for name in layer.params
+            ]
+        )
+        param_of = torch.cat([torch.full((p.numel(),), i) for i, p in enumerate(self.params)])
+        # Runs never cross a parameter boundary, so in natural order a run is a view of a parameter.
+        keys, lengths = torch.unique_consecutive(param_of * self.n_groups + group, return_counts=True)
+        self.order: torch.Tensor | None = None
+        if len(keys) <= MAX_RUNS:
+            # Whole-kernel partitions: each tensor is a block of fixed rows and a block of
+            # trainable ones. The runs are views into the live parameters: no copy at all.
+            self._views = _split_views([p.reshape(-1) for p in self.params], (keys // self.n_groups).tolist(), lengths.tolist())
+            run_group = keys % self.n_groups
+        else:
+            # Scattered masks (random elements): sort coordinates by group once; each record
+            # gathers the weights into that order, where every group is one run.
+            self.order = torch.argsort(group, stable=True).to(device)
+            run_group, lengths = torch.unique_consecutive(group[self.order.cpu()], return_counts=True)
+            self._natural = torch.empty(group.numel(), device=device)
+            self._arranged = torch.empty(group.numel(), device=device)
+            self._views = list(self._arranged.split(lengths.tolist()))
+        self.run_group = run_group.to(device)
+        self._gather()
+        self.w0 = [run.clone() for run in self._views]
+        # w - w0 at the previous record: the update since then is the change in displacement,
+        # which saves copying the weights at every record
+        self.moved_before = [torch.zeros_like(run) for run in self._views]
+        self.sizes = self._group_sum(lengths.to(device, torch.float32)).tolist()
+        self.w0_sq = self._group_sum(torch.stack(torch._foreach_norm(self.w0)) ** 2).cpu().double()
         self.previous_step = 0
-        self.w0_sq = self.group_sums(self.w0 * self.w0)
-        # per-group path plus overall path per subset (a sum of norms does not add across groups)
-        self.path_groups = torch.zeros(self.n_groups, device=device)
-        self.path_overall = torch.zeros(len(SUBSETS), device=device)
+        self._flushed_step = 0
+        # distance travelled so far, per whole subset then per group (norms do not add up)
+        self._path = torch.zeros(len(SUBSETS) + self.n_groups, dtype=torch.float64)
         self._pending: list[tuple[int, torch.Tensor]] = []
         self.last_event: dict | None = None  # the newest flushed record
 
-    def _flat(self) -> torch.Tensor:
-        natural = torch.cat([p.detach().reshape(-1) for p in self.params], out=self._natural)
-        return self.group_sums.arrange(natural, out=self._arranged)
+    def _gather(self) -> None:
+        if self.order is not None:
+            torch.cat([p.reshape(-1) for p in self.params], out=self._natural)
+            torch.index_select(self._natural, 0, self.order, out=self._arranged)
 
-    def _overall(self, group_values: torch.Tensor) -> torch.Tensor:
-        """Sum groups over layers: [..., n_groups] -> [..., n_subsets]."""
-        return group_values.unflatten(-1, (-1, len(SUBSETS))).sum(-2)
+    def _group_sum(self, per_run: torch.Tensor) -> torch.Tensor:
+        """[..., runs] -> [..., groups]"""
+        sums = torch.zeros((*per_run.shape[:-1], self.n_groups), device=per_run.device, dtype=per_run.dtype)
+        return sums.index_add_(-1, self.run_group, per_run)
 
     @torch.no_grad()
     def measure(self, step: int) -> None:
-        """Queue a record of the movement at `step` (no host sync)."""
-        w = self._flat()
-        moved_sq, update_sq, dot = self._terms  # rows of one buffer: one group sum for all three
-        torch.sub(w, self.w0, out=moved_sq).square_()
-        torch.sub(w, self.previous, out=update_sq).square_()
-        torch.mul(w, self.w0, out=dot)
-        sums = self.group_sums(self._terms)
-        steps = max(step - self.previous_step, 1)
-        groups = self._metrics(sums, self.w0_sq, self.path_groups, steps)
-        overall = self._metrics(self._overall(sums), self._overall(self.w0_sq), self.path_overall, steps)
-        self._pending.append((step, torch.cat([overall, groups], dim=1)))
-        self.previous.copy_(w)
+        """Queue a record of the movement at `step` (device work only, no host sync)."""
+        self._gather()
+        moved = torch._foreach_sub(self._views, self.w0)
+        update = torch._foreach_sub(moved, self.moved_before)
+        self.moved_before = moved
+        norms = [torch._foreach_norm(moved), torch._foreach_norm(update), torch._foreach_norm(self._views)]
+        squares = torch.stack([torch.stack(n) for n in norms]) ** 2  # [3, runs]
+        self._pending.append((step, self._group_sum(squares)))
         self.previous_step = step
-
-    @staticmethod
-    def _metrics(sums: torch.Tensor, w0_sq: torch.Tensor, path: torch.Tensor, steps: int) -> torch.Tensor:
-        moved_sq, update_sq, dot = sums
-        # ||w||^2 from ||w - w0||^2 = ||w||^2 - 2<w, w0> + ||w0||^2: saves a pass over the weights
-        w_sq = (moved_sq + 2 * dot - w0_sq).clamp_min(0)
-        dist, update, w0_norm = moved_sq.sqrt(), update_sq.sqrt(), w0_sq.sqrt()
-        path.add_(update)  # in place: the running distance travelled lives on the device
-        cos = dot / (w_sq.sqrt() * w0_norm)
-        return torch.stack([dist, dist / w0_norm, update / steps, path.clone(), cos])
 
     def flush(self) -> list[dict]:
         """Move queued records to the host as movement events (one device sync)."""
         if not self._pending:
             return []
         steps = [step for step, _ in self._pending]
-        values = torch.stack([record for _, record in self._pending]).cpu().tolist()
+        sums = torch.stack([record for _, record in self._pending]).cpu().double()  # [records, 3, groups]
         self._pending.clear()
-        sizes = self.sizes.cpu().tolist()
-        events = [self._event(step, record, sizes) for step, record in zip(steps, values)]
+        values = self._metrics(sums, steps).tolist()
+        events = [self._event(step, record) for step, record in zip(steps, values)]
         self.last_event = events[-1]
         return events
 
-    def _event(self, step: int, record: list[list[float]], sizes: list[float]) -> dict:
-        # record[m][g]: metric m of column g; columns are [overall per subset..., groups...]
+    def _metrics(self, sums: torch.Tensor, steps: list[int]) -> torch.Tensor:
+        """[records, 3, groups] sums -> [records, metrics, columns]; columns are the whole
+        subsets, then the groups."""
+
+        def overall(values: torch.Tensor) -> torch.Tensor:  # sum groups over layers
+            return values.unflatten(-1, (-1, len(SUBSETS))).sum(-2)
+
+        sums = torch.cat([overall(sums), sums], dim=-1)
+        w0_sq = torch.cat([overall(self.w0_sq), self.w0_sq])
+        moved_sq, update_sq, w_sq = sums.unbind(1)
+        dist, update, w0_norm, w_norm = moved_sq.sqrt(), update_sq.sqrt(), w0_sq.sqrt(), w_sq.sqrt()
+        path = self._path + update.cumsum(0)
+        self._path = path[-1]
+        gaps = torch.tensor(steps, dtype=torch.float64).diff(prepend=torch.tensor([float(self._flushed_step)]))
+        self._flushed_step = steps[-1]
+        speed = update / gaps.clamp_min(1).unsqueeze(1)
+        # <w, w0> from ||w - w0||^2 = ||w||^2 - 2<w, w0> + ||w0||^2: no pass over the weights for it
+        cos = (w_sq + w0_sq - moved_sq) / (2 * w_norm * w0_norm)
+        return torch.stack([dist, dist / w0_norm, speed, path, cos], dim=1)
+
+    def _event(self, step: int, record: list[list[float]]) -> dict:
+        # record[m][c]: metric m of column c; columns are [whole subsets..., groups...]
         def figures(column: int) -> dict:
             return {metric: _finite(record[m][column]) for m, metric in enumerate(METRICS)}
 
@@ -150,10 +137,19 @@ class MovementTracker:
             entry["layers"] = {
                 layer: figures(len(SUBSETS) + g)
                 for layer_index, layer in enumerate(self.layer_names)
-                if sizes[g := layer_index * len(SUBSETS) + s] > 0
+                if self.sizes[g := layer_index * len(SUBSETS) + s] > 0
             }
             subsets[subset] = entry
         return {"type": "movement", "step": step, "subsets": subsets}
+
+
+def _split_views(flats: list[torch.Tensor], owners: list[int], lengths: list[int]) -> list[torch.Tensor]:
+    """Consecutive slices of the flat parameters: run i is `lengths[i]` values of `flats[owners[i]]`."""
+    views, offsets = [], [0] * len(flats)
+    for owner, length in zip(owners, lengths):
+        views.append(flats[owner][offsets[owner] : offsets[owner] + length])
+        offsets[owner] += length
+    return views
 
 
 def _finite(value: float) -> float | None:
