@@ -1,7 +1,8 @@
 """Run events: one JSON object per line in `events.jsonl`, append-only (imports no torch).
 
 Kinds of event (field `type`):
-    start     step 0: run_id, experiment, digest, device, pid, host, time, subset sizes
+    start     step 0 (or the step resumed from, with `resumed_from`): run_id, experiment,
+              digest, device, pid, host, time, subset sizes
     movement  step, subsets: {subset: {dist, rel, speed, path, cos, layers: {layer: {...}}}}
     eval      step, train_loss (mean minibatch loss since the last eval), eval_loss, eval_acc
     checkpoint step, path (relative to the run folder)
@@ -61,6 +62,19 @@ def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]]
 def iter_events(path: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:
     events, _ = read_events(path)
     return (event for event in events if kind is None or event.get("type") == kind)
+
+
+def run_events(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The events of the run as it stands: when a run was resumed from step N, what an
+    earlier attempt wrote after step N was computed again, so only the newer copy is kept."""
+    events, _ = read_events(path)
+    kept: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("type") == "start" and event.get("resumed_from") is not None:
+            resumed = event["resumed_from"]
+            kept = [e for e in kept if e.get("step", 0) <= resumed and e.get("type") != "end"]
+        kept.append(event)
+    return [event for event in kept if kind is None or event.get("type") == kind]
 
 
 def last_event(path: str | Path, kind: str) -> dict[str, Any] | None:

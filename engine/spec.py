@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -133,14 +134,47 @@ class ExperimentEntry(ExperimentSpec):
     base: str | None = Field(None, description="Name of the experiment this one inherits from.")
 
 
+class StudyArm(_Section):
+    """One arm of a study: an experiment, optionally with overrides of its own."""
+
+    name: str | None = Field(None, description="Label of the arm (default: the experiment's name).")
+    experiment: str = Field(description="Name of an experiment in this file.")
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides for this arm only.")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.experiment
+
+
+class StudySpec(_Section):
+    """Paired runs: every arm x seed, compared with the reference arm at matched steps."""
+
+    description: str = ""
+    arms: list[str | StudyArm] = Field(
+        min_length=2, description="Experiment names (or {name, experiment, set} objects); one is the reference."
+    )
+    reference: str | None = Field(None, description="Label of the reference arm (default: the arm with freeze=false).")
+    seeds: int | list[int] = Field(
+        3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order."
+    )
+    set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to every arm.")
+
+    def arm_list(self) -> list[StudyArm]:
+        return [StudyArm(experiment=arm) if isinstance(arm, str) else arm for arm in self.arms]
+
+    def seed_list(self, count: int | None = None) -> list[int]:
+        if count is not None:
+            return list(range(count))
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
 class ExperimentsFile(_Section):
     """The shape of experiments.json (the JSON Schema editors use is generated from this)."""
 
     model_config = ConfigDict(extra="forbid", title="workbench experiments")
     schema_: str | None = Field(None, alias="$schema")
     experiments: dict[str, ExperimentEntry] = Field(default_factory=dict)
-    # Studies pair experiments; their shape is defined by the studies feature.
-    studies: dict[str, Any] = Field(default_factory=dict)
+    studies: dict[str, StudySpec] = Field(default_factory=dict)
 
 
 def json_schema() -> dict[str, Any]:
@@ -217,7 +251,64 @@ class Experiments:
                 self.resolve(name)
             except SpecError as exc:
                 problems += str(exc).split("\n")
+        for name in self.studies:
+            try:
+                self.study(name)
+            except SpecError as exc:
+                problems += [p for p in str(exc).split("\n") if p not in problems]
         return problems
+
+    # studies -------------------------------------------------------------------------
+    @property
+    def studies(self) -> dict[str, Any]:
+        studies = self.raw.get("studies", {})
+        return studies if isinstance(studies, dict) else {}
+
+    def study(self, name: str, seeds: int | None = None, overrides: dict[str, Any] | None = None) -> ResolvedStudy:
+        """Every arm x seed of study `name` as full specs; `seeds` (a count) and `overrides`
+        come from the command line and win over the file."""
+        if name not in self.studies:
+            raise SpecError(f"unknown study {name!r}; {self.path} has: {', '.join(self.studies) or 'none'}")
+        where = f"{self.path}: studies.{name}"
+        try:
+            study = StudySpec.model_validate(self.studies[name])
+        except ValidationError as exc:
+            raise SpecError("\n".join(validation_messages(exc, where))) from None
+        arms = study.arm_list()
+        labels = [arm.label for arm in arms]
+        if len(set(labels)) != len(labels):
+            raise SpecError(f"{where}.arms: two arms share a label; give them distinct `name`s (got {labels})")
+        for key in [*study.set, *(k for arm in arms for k in arm.set)]:
+            if key not in settable_keys():
+                raise SpecError(f"{where}: set {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
+        if seeds is not None and seeds < 1:
+            raise SpecError(f"--seeds {seeds}: must be at least 1")
+        seed_list = study.seed_list(seeds)
+        if not seed_list:
+            raise SpecError(f"{where}.seeds: needs at least one seed")
+        specs: dict[str, dict[int, ExperimentSpec]] = {}
+        for arm in arms:
+            if arm.experiment not in self.entries:
+                raise SpecError(
+                    f"{where}.arms: unknown experiment {arm.experiment!r}; known: {', '.join(self.entries)}"
+                )
+            specs[arm.label] = {
+                seed: self.resolve(arm.experiment, {**study.set, **arm.set, **(overrides or {}), "seed": seed})
+                for seed in seed_list
+            }
+        reference = study.reference
+        if reference is None:
+            unfrozen = [label for label in labels if not specs[label][seed_list[0]].freeze]
+            if len(unfrozen) != 1:
+                raise SpecError(
+                    f"{where}.reference: {len(unfrozen)} arms have freeze=false ({', '.join(unfrozen) or 'none'}); "
+                    f"name the reference arm, one of: {', '.join(labels)}"
+                )
+            reference = unfrozen[0]
+        elif reference not in labels:
+            raise SpecError(f"{where}.reference: {reference!r} is not an arm; arms: {', '.join(labels)}")
+        return ResolvedStudy(name, study.description, reference, seed_list, specs,
+                             {arm.label: arm.experiment for arm in arms})
 
     def _merged(self, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if name not in self.entries:
@@ -253,6 +344,22 @@ class Experiments:
                 prefix = "--set " if key in (overrides or {}) else f"{self.path}: experiments.{name}."
                 messages.append(prefix + _describe(error, "").lstrip("."))
             raise SpecError("\n".join(messages)) from None
+
+
+@dataclass
+class ResolvedStudy:
+    """A study with every arm x seed resolved to a full spec."""
+
+    name: str
+    description: str
+    reference: str
+    seeds: list[int]
+    specs: dict[str, dict[int, ExperimentSpec]]  # arm label -> seed -> spec
+    experiments: dict[str, str]  # arm label -> experiment name
+
+    @property
+    def arms(self) -> list[str]:
+        return list(self.specs)
 
 
 def settable_keys(model: type[BaseModel] = ExperimentSpec, prefix: str = "") -> list[str]:
