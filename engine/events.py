@@ -71,8 +71,13 @@ def run_events(path: str | Path, kind: str | None = None) -> list[dict[str, Any]
     kept: list[dict[str, Any]] = []
     for event in events:
         if event.get("type") == "start" and event.get("resumed_from") is not None:
-            resumed = event["resumed_from"]
-            kept = [e for e in kept if e.get("step", 0) <= resumed and e.get("type") != "end"]
+            # Resumed from saved state at step N: the records up to N stand. Restarted from
+            # scratch (N = 0): step 0 is recorded again too.
+            cut = event["resumed_from"]
+            kept = [
+                e for e in kept
+                if e.get("type") == "start" or (e.get("type") != "end" and (e.get("step", 0) < cut or 0 < cut == e.get("step")))
+            ]
         kept.append(event)
     return [event for event in kept if kind is None or event.get("type") == kind]
 

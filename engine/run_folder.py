@@ -6,6 +6,7 @@
       masks.pt             {"subset": {param: bool tensor}, "fixed": {...}}
       checkpoints/init.pt  state_dict at step 0
       checkpoints/final.pt state_dict at the end (plus periodic step_NNNNNN.pt)
+      checkpoints/train_state.pt  the latest resumable state (optimizer, RNG, data position...)
       summary.json         final metrics, written last
       worker.log           what the run printed, tracebacks included
 
@@ -96,6 +97,7 @@ class RunFolder:
     events_path = property(lambda self: self.path / EVENTS_FILE)
     masks_path = property(lambda self: self.path / "masks.pt")
     checkpoints = property(lambda self: self.path / "checkpoints")
+    train_state_path = property(lambda self: self.path / "checkpoints" / "train_state.pt")
     summary_path = property(lambda self: self.path / "summary.json")
     log_path = property(lambda self: self.path / "worker.log")
 

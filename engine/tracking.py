@@ -94,6 +94,24 @@ class MovementTracker:
         self._pending.append((step, self._group_sum(squares)))
         self.previous_step = step
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to go on recording as if it never stopped (call after flush)."""
+        assert not self._pending, "flush before saving the tracker"
+        return {
+            "moved_before": [t.cpu() for t in self.moved_before],
+            "path": self._path.clone(),
+            "previous_step": self.previous_step,
+            "flushed_step": self._flushed_step,
+            "last_event": self.last_event,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.w0[0].device
+        self.moved_before = [t.to(device) for t in state["moved_before"]]
+        self._path = state["path"].clone()
+        self.previous_step, self._flushed_step = state["previous_step"], state["flushed_step"]
+        self.last_event = state["last_event"]
+
     def flush(self) -> list[dict]:
         """Move queued records to the host as movement events (one device sync)."""
         if not self._pending:

@@ -48,6 +48,8 @@ class Prepared:
 def prepare(spec: ExperimentSpec) -> Prepared:
     """Everything that can fail because of the spec, done before any file is written."""
     device = resolve_device(spec.device)
+    # The spec records the device the run really used ("auto" becomes "cpu" or "cuda:0").
+    spec = spec.model_copy(update={"device": str(device)})
     data = load_data(spec.data, device)
     with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
         torch.manual_seed(spec.seed)
@@ -92,6 +94,14 @@ class BatchOrder:
         self.position += 1
         return self.permutation[start : start + self.batch_size]
 
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "permutation": self.permutation.cpu(), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.permutation = state["permutation"].to(self.device)
+        self.position = state["position"]
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -116,17 +126,25 @@ def train(
     on_step: Callable[[int], None] | None = None,
     on_event: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    resume: bool = False,
 ) -> dict:
     """Run the steps, writing events, checkpoints and the summary into `folder`.
 
     Returns the summary. `should_stop()` turning true (see engine.stopping) ends the run
     as `cancelled` at the next step boundary; so does a KeyboardInterrupt. Any other
     exception is recorded as `failed` in the events and re-raised for the caller to log.
+
+    `resume`: go on from the folder's training state (saved at cancel and every
+    `checkpoint.every` steps), or from step 0 if it has none. Model, optimizer, data
+    position, RNGs and the tracker are restored, so the weights end bit-identical to an
+    uninterrupted run on the same device.
     """
     spec, model, data = prep.spec, prep.model, prep.data
-    folder.write_spec(spec.model_dump(mode="json"))
-    folder.save_tensors(folder.masks_path, prep.masks)
-    folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
+    state = load_train_state(folder) if resume else None
+    if not resume:
+        folder.write_spec(spec.model_dump(mode="json"))
+        folder.save_tensors(folder.masks_path, prep.masks)
+        folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
 
     freezer = Freezer(model, prep.layers, prep.masks["fixed"]) if spec.freeze else None
     optimizer = make_optimizer(freezer.trainable() if freezer else list(model.parameters()), spec.optimizer)
@@ -143,10 +161,27 @@ def train(
         for event in tracker.flush():
             emit(event)
 
+    first_step = 0
+    loss_sum, loss_count = torch.zeros((), device=prep.device), 0  # summed on the device: no sync per step
+    last_eval: dict = {}
+    elapsed_before = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order.load_state_dict(state["order"])
+        tracker.load_state_dict(state["tracker"])
+        torch.set_rng_state(state["rng"]["cpu"])
+        if prep.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], prep.device)
+        first_step, loss_count = state["step"], state["loss_count"]
+        loss_sum = state["loss_sum"].to(prep.device)
+        last_eval, elapsed_before = state["last_eval"], state["elapsed"]
+
     emit(
         {
             "type": "start",
-            "step": 0,
+            "step": first_step,
+            **({"resumed_from": first_step} if resume else {}),
             "run_id": folder.run_id,
             "experiment": experiment,
             "digest": spec.digest(),
@@ -156,13 +191,34 @@ def train(
             "subset_sizes": subset_sizes(prep.masks),
         }
     )
-    tracker.measure(0)
+    if state is None:
+        tracker.measure(0)
     every, eval_every, ckpt_every = spec.track.every, spec.train.eval_every, spec.checkpoint.every
-    loss_sum, loss_count = torch.zeros((), device=prep.device), 0  # summed on the device: no sync per step
-    last_eval: dict = {}
-    step, status, error = 0, "completed", None
+    step, status, error = first_step, "completed", None
     started = last_flush = time.monotonic()
     model.train()
+
+    def save_state(step: int) -> None:
+        """The checkpoint of the weights at `step`, plus everything a resume needs."""
+        flush_movement()
+        _save_checkpoint(folder, model, step, emit)
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(prep.device) if prep.device.type == "cuda" else None}
+        folder.save_tensors(
+            folder.train_state_path,
+            {
+                "step": step,
+                "digest": spec.digest(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "order": order.state_dict(),
+                "tracker": tracker.state_dict(),
+                "rng": rng,
+                "loss_sum": loss_sum.cpu(),
+                "loss_count": loss_count,
+                "last_eval": last_eval,
+                "elapsed": elapsed_before + time.monotonic() - started,
+            },
+        )
 
     def run_eval() -> None:
         nonlocal loss_sum, loss_count, last_eval
@@ -173,7 +229,7 @@ def train(
         loss_sum, loss_count = torch.zeros((), device=prep.device), 0
 
     try:
-        for step in range(1, spec.train.steps + 1):
+        for step in range(first_step + 1, spec.train.steps + 1):
             index = order.next()
             loss = F.cross_entropy(model(data.train_x[index]), data.train_y[index])
             optimizer.zero_grad(set_to_none=True)
@@ -190,7 +246,7 @@ def train(
                 flush_movement()
                 run_eval()
             if ckpt_every and step % ckpt_every == 0 and step != spec.train.steps:
-                _save_checkpoint(folder, model, step, emit)
+                save_state(step)
             if time.monotonic() - last_flush > FLUSH_SECONDS:
                 flush_movement()
                 last_flush = time.monotonic()
@@ -218,8 +274,8 @@ def train(
         run_eval()
         folder.save_tensors(folder.checkpoint_path("final"), model.state_dict())
     else:
-        _save_checkpoint(folder, model, step, emit)
-    elapsed = time.monotonic() - started
+        save_state(step)
+    elapsed = elapsed_before + time.monotonic() - started
     movement = tracker.last_event["subsets"]
     summary = {
         "run_id": folder.run_id,
@@ -232,11 +288,23 @@ def train(
         "final": last_eval or {"train_loss": None, "eval_loss": None, "eval_acc": None},
         "wall_seconds": round(elapsed, 3),
         "steps_per_second": round(step / elapsed, 2) if elapsed > 0 else None,
+        **({"resumed": True} if resume else {}),
     }
     folder.write_summary(summary)
     emit({"type": "end", "step": step, "status": status})
     events.close()
     return summary
+
+
+def load_train_state(folder: RunFolder) -> dict | None:
+    """The training state saved in `folder` (None: the run resumes from step 0)."""
+    if not folder.train_state_path.exists():
+        return None
+    state = folder.load_tensors(folder.train_state_path)
+    spec = ExperimentSpec.model_validate(folder.spec())
+    if state.get("digest") != spec.digest():
+        raise SpecError(f"{folder.train_state_path} was saved by a different spec than {folder.spec_path}; cannot resume")
+    return state
 
 
 def _save_checkpoint(folder: RunFolder, model: nn.Module, step: int, emit: Callable[[dict], None]) -> None:

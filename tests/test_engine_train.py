@@ -73,7 +73,7 @@ def test_run_folder_contract(tmp_path):
     folder, summary = run(tmp_path, checkpoint={"every": 6})
     names = {p.name for p in folder.path.iterdir()}
     assert {"spec.json", "events.jsonl", "masks.pt", "checkpoints", "summary.json"} <= names
-    assert {p.name for p in folder.checkpoints.iterdir()} == {"init.pt", "step_000006.pt", "final.pt"}
+    assert {p.name for p in folder.checkpoints.iterdir()} == {"init.pt", "step_000006.pt", "train_state.pt", "final.pt"}
     assert not [p for p in folder.path.rglob("*.tmp")]
     kinds = [e["type"] for e in iter_events(folder.events_path)]
     assert kinds[0] == "start" and kinds[-1] == "end"
@@ -138,3 +138,53 @@ def test_cuda_run_matches_masks_and_freezes_exactly(tmp_path):
         assert torch.equal(final[name][fixed], init[name][fixed])
     cpu_folder, _ = run(tmp_path, device="cpu", freeze=True, model={"name": "vgg", "width": 8})
     assert_same_state(init, state(cpu_folder, "init"))  # init does not depend on the device
+
+
+def _stop_at(step_to_stop: int):
+    seen = {"step": 0}
+
+    def on_step(step: int) -> None:
+        seen["step"] = step
+
+    return on_step, lambda: seen["step"] >= step_to_stop
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"freeze": True, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}},
+        {"freeze": True, "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.01}, "model": {"name": "vgg", "width": 4}},
+        {"freeze": False, "partition": {"strategy": "random_elements"}, "checkpoint": {"every": 7}},
+    ],
+    ids=["sgd-nesterov-frozen", "adamw-vgg-batchnorm", "random-elements-periodic-state"],
+)
+def test_cancel_then_resume_equals_an_uninterrupted_run(tmp_path, overrides):
+    """Model, optimizer moments, data position, RNG and tracker all come back: same bits."""
+    spec = tiny_spec(train={"steps": 24, "eval_every": 6}, **overrides)
+    straight = RunFolder.create(tmp_path)
+    train(prepare(spec), straight, experiment="t")
+
+    broken = RunFolder.create(tmp_path)
+    on_step, stop = _stop_at(13)  # mid-epoch, off the eval and tracking grid
+    first = train(prepare(spec), broken, experiment="t", on_step=on_step, should_stop=stop)
+    assert first["status"] == "cancelled" and first["steps"] == 13
+    assert broken.train_state_path.exists()
+    resumed = train(prepare(spec), broken, experiment="t", resume=True)
+
+    assert resumed["status"] == "completed" and resumed["steps"] == spec.train.steps
+    assert_same_state(state(straight), state(broken))
+    assert resumed["final"] == straight.summary()["final"]
+    assert resumed["movement"]["subset"]["dist"] == straight.summary()["movement"]["subset"]["dist"]
+
+
+def test_resume_without_saved_state_starts_over_and_supersedes_old_events(tmp_path):
+    from engine.events import run_events
+
+    spec = tiny_spec(freeze=True)
+    folder = RunFolder.create(tmp_path)
+    train(prepare(spec), folder, experiment="t")
+    folder.train_state_path.unlink(missing_ok=True)  # e.g. killed before any checkpoint
+    train(prepare(spec), folder, experiment="t", resume=True)
+    steps = [e["step"] for e in run_events(folder.events_path, "movement")]
+    assert steps == sorted(set(steps)) and steps[0] == 0  # one copy of every record, in order
+    assert len(run_events(folder.events_path, "end")) == 1
