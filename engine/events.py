@@ -1,6 +1,7 @@
 """Run events: one JSON object per line in `events.jsonl`, append-only (imports no torch).
 
 Kinds of event (field `type`):
+    queued    written by the runner when a run is submitted or resumed (no step)
     start     step 0 (or the step resumed from, with `resumed_from`): run_id, experiment,
               digest, device, pid, host, time, subset sizes
     movement  step, subsets: {subset: {dist, rel, speed, path, cos, layers: {layer: {...}}}}
@@ -94,8 +95,9 @@ def describe_event(event: dict) -> str | None:
     kind, step = event.get("type"), event.get("step")
     if kind == "start":
         sizes = event["subset_sizes"]
+        verb = f"resume run {event['run_id']} at step {step}" if event.get("resumed_from") is not None else f"start run {event['run_id']}"
         return (
-            f"start run {event['run_id']} ({event['experiment']}) on {event['device']}: "
+            f"{verb} ({event['experiment']}) on {event['device']}: "
             f"{sizes['subset']} coordinates in subset, {sizes['fixed']} fixed"
         )
     if kind == "eval":

@@ -169,20 +169,42 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _running_folder(logs: Path, run_id: str, pid: int, host: str, beat_age: float) -> dict:
+    """A run folder as a worker leaves it mid-run: spec, a start event, a heartbeat."""
+    folder = logs / run_id
+    folder.mkdir(parents=True)
+    (folder / "spec.json").write_text("{}")
+    start = {"type": "start", "step": 0, "run_id": run_id, "experiment": "x", "pid": pid, "host": host, "time": 1.0}
+    (folder / "events.jsonl").write_text(json.dumps(start) + "\n")
+    beat = {"pid": pid, "host": host, "phase": "running", "step": 5, "time": time.time() - beat_age}
+    (folder / "heartbeat.json").write_text(json.dumps(beat))
+    return {"run_id": run_id, "status": "running", "pid": pid, "host": host, "created": 1.0, "run_dir": str(folder)}
+
+
 def test_a_running_record_whose_process_is_dead_shows_as_lost(cli, tmp_path):
     logs = tmp_path / "logs"
     store = Store(logs)
-    host = socket.gethostname()
-    store.put({"run_id": "deadrun1", "status": "running", "pid": _dead_pid(), "host": host, "created": 1.0})
-    store.put({"run_id": "liverun1", "status": "running", "pid": os.getpid(), "host": host, "created": 2.0})
-    store.put({"run_id": "elsewhr1", "status": "running", "pid": _dead_pid(), "host": host + "-other", "created": 3.0})
+    host, other = socket.gethostname(), socket.gethostname() + "-other"
+    for record in [
+        _running_folder(logs, "deadrun1", _dead_pid(), host, beat_age=1),  # killed a second ago
+        _running_folder(logs, "liverun1", os.getpid(), host, beat_age=1),  # this test process is alive
+        _running_folder(logs, "elsewhr1", _dead_pid(), other, beat_age=1),  # another host, fresh beat
+        _running_folder(logs, "elsewhr2", os.getpid(), other, beat_age=600),  # another host, silent for 10 min
+        _running_folder(logs, "reboot01", os.getpid(), host, beat_age=600),  # pid reused after a reboot
+    ]:
+        store.put(record)
+    store.put({"run_id": "nofoldr1", "status": "running", "pid": os.getpid(), "host": host, "created": 2.0,
+               "run_dir": str(logs / "nofoldr1")})
 
     result = cli("runs", "--json", "--logs-dir", logs)
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
     status = {r["run_id"]: r["status"] for r in json.loads(result.stdout)}
     assert status == {
         "deadrun1": "lost",  # its process is gone: never `running` forever
-        "liverun1": "running",  # this test process is alive
-        "elsewhr1": "running",  # another host's pid cannot be checked from here
+        "liverun1": "running",
+        "elsewhr1": "running",  # another host's pid cannot be checked from here; its beat is fresh
+        "elsewhr2": "lost",
+        "reboot01": "lost",  # the pid exists, but the heartbeat says the run's process is not it
+        "nofoldr1": "lost",  # the folder is the truth, and it is gone
     }
     assert Store(logs).get("deadrun1")["status"] == "lost"  # and the index now says so

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -19,7 +20,6 @@ from rich.console import Console
 from engine.run_folder import RunFolder
 from engine.spec import Experiments, SpecError, json_schema, parse_override
 from workbench import tables
-from workbench.records import with_liveness
 from workbench.store import Store
 
 DEFAULT_EXPERIMENTS = "experiments.json"
@@ -78,15 +78,48 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSO
 
 
 def _store_runs(logs_dir: Path) -> list[dict]:
-    """Every run in the store, with runs whose process died shown as lost."""
-    store = Store(logs_dir)
-    records = store.all()
-    for i, record in enumerate(records):
-        checked = with_liveness(record)
-        if checked["status"] != record["status"]:
-            store.update(record["run_id"], status=checked["status"])
-            records[i] = checked
-    return sorted(records, key=lambda r: r.get("created") or 0)
+    """Every run in the store, oldest first; live ones re-read from their folders (a run
+    whose process died shows as lost)."""
+    from workbench.runner import refresh_active
+
+    return sorted(refresh_active(Store(logs_dir)), key=lambda r: r.get("created") or 0)
+
+
+def _find_run(logs_dir: Path, run_id: str) -> dict:
+    """The one run whose id starts with `run_id`."""
+    matches = [r for r in _store_runs(logs_dir) if r["run_id"].startswith(run_id)]
+    if len(matches) != 1:
+        known = "no runs" if not matches else ", ".join(r["run_id"] for r in matches)
+        raise SpecError(f"run id {run_id!r} matches {known}; `workbench runs` lists the run ids in {logs_dir}/")
+    return matches[0]
+
+
+def _resolve_overrides(set_: list[str] | None, device: str | None, seed: int | None) -> dict:
+    overrides = dict(parse_override(item) for item in set_ or [])
+    if device is not None:
+        overrides["device"] = device
+    if seed is not None:
+        overrides["seed"] = seed
+    return overrides
+
+
+def _default_experiment(catalog: Experiments, experiment: str | None, path: Path) -> str:
+    name = experiment or (catalog.names[0] if catalog.names else None)
+    if name is None:
+        raise SpecError(f"{path} defines no experiments")
+    return name
+
+
+Device = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N, mps or auto.")]
+Overrides = Annotated[
+    Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set optimizer.lr=0.1 (repeatable).")
+]
+MaxPerDevice = Annotated[
+    Optional[int],
+    typer.Option(
+        "--max-per-device", min=1, envvar="WORKBENCH_MAX_PER_DEVICE", help="Runs at once on one device (default 2)."
+    ),
+]
 
 
 @app.command()
@@ -94,11 +127,9 @@ def _store_runs(logs_dir: Path) -> list[dict]:
 def run(
     experiment: Annotated[Optional[str], typer.Argument(help="Experiment name (default: the file's first).")] = None,
     headless: Annotated[bool, typer.Option("--headless", help="Train in the foreground of this terminal.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = None,
+    device: Device = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for init and data order.")] = None,
-    set_: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Override a key, e.g. --set optimizer.lr=0.1 (repeatable).")
-    ] = None,
+    set_: Overrides = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
@@ -108,15 +139,8 @@ def run(
     from workbench.progress import run_progress
 
     catalog = Experiments.load(experiments)
-    name = experiment or (catalog.names[0] if catalog.names else None)
-    if name is None:
-        raise SpecError(f"{experiments} defines no experiments")
-    overrides = dict(parse_override(item) for item in set_ or [])
-    if device is not None:
-        overrides["device"] = device
-    if seed is not None:
-        overrides["seed"] = seed
-    spec = catalog.resolve(name, overrides)
+    name = _default_experiment(catalog, experiment, experiments)
+    spec = catalog.resolve(name, _resolve_overrides(set_, device, seed))
 
     with run_progress(spec.train.steps, f"{name}", stderr) as progress:
         outcome = run_headless(spec, name, logs_dir, on_step=progress.advance, on_event=progress.event)
@@ -146,15 +170,135 @@ def run(
 
 @app.command()
 @friendly
-def runs(logs_dir: LogsDir = Path("logs"), as_json: AsJson = False) -> None:
-    """List runs: status, partition, final accuracy, and how far each subset moved."""
+def runs(
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
+) -> None:
+    """List runs: status, device, step, final accuracy, and how far each subset moved."""
+    if watch and not as_json:
+        from rich.live import Live
+
+        with Live(tables.runs_table(_store_runs(logs_dir)), console=stdout, auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(1.0)
+                    live.update(tables.runs_table(_store_runs(logs_dir)), refresh=True)
+            except KeyboardInterrupt:
+                return
     records = _store_runs(logs_dir)
     if as_json:
         typer.echo(json.dumps(records))
     elif not records:
-        stderr.print(f"no runs in {logs_dir}/ yet; start one with: workbench run --headless")
+        stderr.print(f"no runs in {logs_dir}/ yet; start one with: workbench submit or workbench run --headless")
     else:
         stdout.print(tables.runs_table(records))
+
+
+@app.command()
+@friendly
+def submit(
+    experiment: Annotated[Optional[str], typer.Argument(help="Experiment name (default: the file's first).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for init and data order.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Submit K runs with seeds 0..K-1.")] = None,
+    device: Device = None,
+    set_: Overrides = None,
+    max_per_device: MaxPerDevice = None,
+    experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Queue runs in the background and return at once; they outlive this terminal."""
+    from workbench.runner import resolve_spec_device, submit as submit_run
+
+    if seed is not None and seeds is not None:
+        raise SpecError("--seed and --seeds: give one (a single seed, or a count of seeds 0..K-1)")
+    catalog = Experiments.load(experiments)
+    name = _default_experiment(catalog, experiment, experiments)
+    overrides = _resolve_overrides(set_, device, seed)
+    seed_list = list(range(seeds)) if seeds is not None else [None]
+    # Every spec is checked (device included) before the first run is queued: all or nothing.
+    specs = [
+        resolve_spec_device(catalog.resolve(name, overrides if s is None else {**overrides, "seed": s})) for s in seed_list
+    ]
+    folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device) for spec in specs]
+    ids = [folder.run_id for folder in folders]
+    if as_json:
+        typer.echo(json.dumps({"run_ids": ids}))
+    else:
+        for folder, spec in zip(folders, specs):
+            typer.echo(f"queued {folder.run_id} ({name}, seed {spec.seed}, {spec.device}): {folder.path}")
+        typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {ids[0]}", err=True)
+
+
+@app.command()
+@friendly
+def cancel(
+    run_ids: Annotated[list[str], typer.Argument(help="Run ids (unique prefixes work).")],
+    logs_dir: LogsDir = Path("logs"),
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the runs to stop (0: do not wait).")] = 30.0,
+) -> None:
+    """Stop runs cleanly at their next step (status cancelled, checkpoint kept for resume)."""
+    from workbench.runner import cancel as cancel_run, wait_until_done
+
+    records = [_find_run(logs_dir, run_id) for run_id in run_ids]
+    for record in records:
+        typer.echo(cancel_run(record, logs_dir))
+    if wait:
+        for record in records:
+            if record["status"] in ("queued", "running"):
+                done = wait_until_done(Path(record["run_dir"]), wait)
+                state = done["status"] if done else f"still stopping after {wait:g} s"
+                typer.echo(f"{record['run_id']}: {state}" + (f" at step {done['step']}" if done and done.get("step") else ""))
+        _store_runs(logs_dir)  # write the final states into the index
+
+
+@app.command()
+@friendly
+def resume(
+    run_id: Annotated[str, typer.Argument(help="The run's id (a unique prefix works).")],
+    max_per_device: MaxPerDevice = None,
+    logs_dir: LogsDir = Path("logs"),
+) -> None:
+    """Continue a cancelled, failed or lost run from its last saved training state, in the background."""
+    from workbench.runner import resume as resume_run
+
+    folder = resume_run(_find_run(logs_dir, run_id), logs_dir, max_per_device=max_per_device)
+    typer.echo(f"resumed {folder.run_id}: {folder.path}")
+
+
+@app.command()
+@friendly
+def logs(
+    run_id: Annotated[str, typer.Argument(help="The run's id (a unique prefix works).")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")] = False,
+    logs_dir: LogsDir = Path("logs"),
+) -> None:
+    """Print a run's worker log."""
+    from workbench.records import ACTIVE, record_from_folder
+
+    record = _find_run(logs_dir, run_id)
+    folder = RunFolder(Path(record["run_dir"]))
+    offset = 0
+    try:
+        while True:
+            record = record_from_folder(folder.path) or record
+            try:
+                with open(folder.log_path, "rb") as log:
+                    log.seek(offset)
+                    chunk = log.read()
+            except FileNotFoundError:
+                chunk = b""
+            offset += len(chunk)
+            if chunk:
+                typer.echo(chunk.decode(errors="replace"), nl=False)
+            if not follow or record["status"] not in ACTIVE:
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return
+    if follow and record["status"] != "completed":
+        typer.echo(f"[run {record['run_id']} is {record['status']}]", err=True)
 
 
 @app.command()
@@ -165,11 +309,7 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """Show one run: its spec, final figures and per-layer movement of each subset."""
-    matches = [r for r in _store_runs(logs_dir) if r["run_id"].startswith(run_id)]
-    if len(matches) != 1:
-        known = "no runs" if not matches else ", ".join(r["run_id"] for r in matches)
-        raise SpecError(f"run id {run_id!r} matches {known}; `workbench runs` lists the run ids in {logs_dir}/")
-    record = matches[0]
+    record = _find_run(logs_dir, run_id)
     folder = RunFolder(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"])
     summary = folder.summary()
     if as_json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+from rich import box
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -35,31 +36,42 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def _when(timestamp: float | None) -> str:
+def _when(timestamp: float | None, short: bool = False) -> str:
     if not timestamp:
         return "-"
-    return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    when = datetime.datetime.fromtimestamp(timestamp)
+    if short:  # today: the time; earlier: the date
+        return when.strftime("%H:%M" if when.date() == datetime.date.today() else "%b %d")
+    return when.strftime("%Y-%m-%d %H:%M")
 
 
 def runs_table(records: list[dict[str, Any]]) -> Table:
-    table = Table(title="runs", header_style="bold")
-    for column in ("run", "experiment", "status", "freeze", "partition", "step", "eval acc", "subset dist", "fixed dist", "started"):
-        table.add_column(column, justify="right" if column in ("step", "eval acc", "subset dist", "fixed dist") else "left")
+    # Fits 80 columns: one space between columns, ids never wrap, the experiment name gives
+    # way first, and the pid column only appears while some run is alive.
+    live = any(r.get("status") in ("queued", "running") for r in records)
+    table = Table(title="runs", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("run", no_wrap=True, min_width=8)
+    table.add_column("experiment", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
+    for name in ("status", "device", *(("pid",) if live else ())):
+        table.add_column(name, no_wrap=True, justify="right" if name == "pid" else "left")
+    for name in ("step", "acc", "subset", "fixed"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("when", no_wrap=True)
     for r in records:
-        partition = f"{r.get('strategy') or '-'} {number(r.get('fraction'), 2)}"
-        step = f"{number(r.get('step'))}/{number(r.get('steps'))}"
+        alive = r.get("status") in ("queued", "running")
         table.add_row(
             r["run_id"],
             r.get("experiment") or "-",
             status_text(r.get("status", "?")),
-            "yes" if r.get("freeze") else "no",
-            partition,
-            step,
+            r.get("device") or "-",
+            *((str(r["pid"]) if alive and r.get("pid") else "",) if live else ()),
+            f"{number(r.get('step'))}/{number(r.get('steps'))}",
             number(r.get("eval_acc"), 3),
-            number(r.get("subset_dist")),
-            number(r.get("fixed_dist")),
-            _when(r.get("created")),
+            number(r.get("subset_dist"), 3),
+            number(r.get("fixed_dist"), 3),
+            _when(r.get("created"), short=True),
         )
+    table.caption = "subset, fixed: distance each has moved from its initial weights"
     return table
 
 

@@ -1,0 +1,176 @@
+"""Launching, cancelling and resuming background runs.
+
+A run is submitted by writing its folder (spec.json, a `queued` event, launch.json) and
+starting a worker (workbench.worker) through a Launcher. The Launcher is the one seam
+between "what to run" and "where it runs": LocalLauncher starts a detached process on
+this machine; a cluster backend (e.g. Ray) implements the same `launch` and leaves the
+rest of this module alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from engine.events import EventWriter
+from engine.run_folder import RunFolder, atomic_write_json, read_json
+from engine.spec import ExperimentSpec, SpecError
+from workbench.heartbeat import HEARTBEAT_FILE
+from workbench.queue import default_max_per_device
+from workbench.records import ACTIVE, LAUNCH_FILE, process_alive, record_from_folder
+from workbench.store import Store
+from workbench.worker import CANCEL_FILE
+
+RESUMABLE = ("cancelled", "failed", "lost")
+
+
+@dataclass
+class Launched:
+    pid: int | None
+    host: str
+
+
+class Launcher(Protocol):
+    def launch(self, folder: RunFolder, worker_args: list[str]) -> Launched:
+        """Start `python -m workbench.worker <folder> <worker_args>` somewhere; return at once."""
+        ...
+
+
+class LocalLauncher:
+    """A worker process on this machine, in its own session (immune to the terminal's SIGHUP),
+    with no stdin and its output appended to the run's worker.log."""
+
+    _children: list[subprocess.Popen] = []
+
+    def launch(self, folder: RunFolder, worker_args: list[str]) -> Launched:
+        self._reap()
+        with open(folder.log_path, "ab") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "workbench.worker", str(folder.path), *worker_args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._children.append(child)
+        return Launched(child.pid, socket.gethostname())
+
+    @classmethod
+    def _reap(cls) -> None:
+        # A long-lived parent (the TUI) must collect finished workers, or they linger as zombies.
+        cls._children = [child for child in cls._children if child.poll() is None]
+
+
+def resolve_spec_device(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec with its device made concrete ("auto" -> "cuda:0"/"cpu"); refuses devices this
+    machine lacks (SpecError). Imports torch."""
+    from engine.devices import resolve_device
+
+    return spec.model_copy(update={"device": str(resolve_device(spec.device))})
+
+
+def _launch(folder: RunFolder, experiment: str, store: Store, launcher: Launcher, max_per_device: int, resume: bool) -> None:
+    submitted = time.time()
+    with EventWriter(folder.events_path) as events:
+        events.write({"type": "queued", "time": submitted})
+    args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(time.time_ns())]
+    launched = launcher.launch(folder, args + (["--resume"] if resume else []))
+    launch = read_json(folder.path / LAUNCH_FILE) or {}
+    atomic_write_json(
+        folder.path / LAUNCH_FILE,
+        {
+            "experiment": experiment,
+            "digest": ExperimentSpec.model_validate(folder.spec()).digest(),
+            "submitted": launch.get("submitted", submitted),  # a resume keeps the run's place in time
+            "pid": launched.pid,
+            "host": launched.host,
+            "max_per_device": max_per_device,
+        },
+    )
+    store.put(record_from_folder(folder.path))
+
+
+def submit(
+    spec: ExperimentSpec,
+    experiment: str,
+    logs_dir: Path,
+    *,
+    max_per_device: int | None = None,
+    launcher: Launcher | None = None,
+) -> RunFolder:
+    """Queue one run (its spec's device already concrete) and start its worker; returns at once."""
+    folder = RunFolder.create(logs_dir)
+    folder.write_spec(spec.model_dump(mode="json"))
+    _launch(folder, experiment, Store(logs_dir), launcher or LocalLauncher(), max_per_device or default_max_per_device(), False)
+    return folder
+
+
+def cancel(record: dict, logs_dir: Path) -> str:
+    """Ask a queued or running run to stop at its next step boundary. Returns what was done."""
+    if record["status"] not in ACTIVE:
+        return f"{record['run_id']} is {record['status']}: nothing to cancel"
+    folder = RunFolder(Path(record["run_dir"]))
+    (folder.path / CANCEL_FILE).touch()  # seen by the worker wherever it runs
+    pid = record.get("pid")
+    if record.get("host") == socket.gethostname() and process_alive(pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return f"{record['run_id']}: cancel requested"
+
+
+def wait_until_done(run_dir: Path, timeout: float) -> dict | None:
+    """The run's record once it is no longer queued or running (None if `timeout` passes first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = record_from_folder(run_dir)
+        if record is None or record["status"] not in ACTIVE:
+            return record
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def resume(
+    record: dict, logs_dir: Path, *, max_per_device: int | None = None, launcher: Launcher | None = None
+) -> RunFolder:
+    """Start a cancelled, failed or lost run again from its last saved training state."""
+    if record["status"] not in RESUMABLE:
+        allowed = ", ".join(RESUMABLE)
+        raise SpecError(f"run {record['run_id']} is {record['status']}; only {allowed} runs can be resumed")
+    folder = RunFolder(Path(record["run_dir"]))
+    spec = ExperimentSpec.model_validate(folder.spec())
+    resolve_spec_device(spec)  # the device must still exist here
+    (folder.path / CANCEL_FILE).unlink(missing_ok=True)
+    (folder.path / HEARTBEAT_FILE).unlink(missing_ok=True)  # the dead worker's beat would read as stale
+    launch = read_json(folder.path / LAUNCH_FILE) or {}
+    experiment = record.get("experiment") or launch.get("experiment") or "?"
+    limit = max_per_device or launch.get("max_per_device") or default_max_per_device()
+    _launch(folder, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, True)
+    return folder
+
+
+def refresh_active(store: Store) -> list[dict]:
+    """Every record, with queued/running ones re-read from their folders (live step and
+    movement; `lost` when the process died) and written back when they changed."""
+    records = store.all()
+    for i, record in enumerate(records):
+        if record.get("status") not in ACTIVE:
+            continue
+        fresh = record_from_folder(Path(record.get("run_dir", "")))
+        if fresh is None:
+            fresh = {**record, "status": "lost", "error": "run folder is gone"}
+        if fresh != record:
+            store.put(fresh)
+            records[i] = fresh
+    return records
