@@ -1,0 +1,172 @@
+"""Background runs as real processes: they outlive their terminal, queue per device, are
+seen as lost when killed, fail with their error recorded, and cancel + resume gives the
+same bits as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.events import run_events
+from engine.run_folder import RunFolder
+from workbench.heartbeat import read_heartbeat
+from workbench.records import record_from_folder
+
+TIMEOUT = 90  # seconds for a tiny run to finish on a busy 2-core machine
+
+
+@pytest.fixture
+def wb(workbench_exe, experiments_file):
+    """`wb("submit", "baseline", ...)` -> CompletedProcess, run as a real process in the
+    experiments file's folder with its own logs dir."""
+    cwd = experiments_file.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_LOGS", "WORKBENCH_MAX_PER_DEVICE")}
+
+    def run(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(workbench_exe), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True)
+        if check:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+    run.logs = cwd / "logs"
+    return run
+
+
+def submit(wb, *args: object) -> list[Path]:
+    ids = json.loads(wb("submit", *args, "--json").stdout)["run_ids"]
+    return [wb.logs / run_id for run_id in ids]
+
+
+def wait_for(predicate, timeout: float = TIMEOUT, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def status(run_dir: Path) -> str:
+    return record_from_folder(run_dir)["status"]
+
+
+def finished(run_dir: Path) -> dict:
+    return wait_for(lambda: (r := record_from_folder(run_dir)) and r["status"] not in ("queued", "running") and r, what=f"{run_dir.name} to end")
+
+
+def running_at(run_dir: Path, step: int) -> dict:
+    """The heartbeat once the worker is training past `step`."""
+    return wait_for(
+        lambda: (b := read_heartbeat(run_dir)) and b["phase"] == "running" and b["step"] >= step and b,
+        what=f"{run_dir.name} to pass step {step}",
+    )
+
+
+def test_a_submitted_run_outlives_the_terminal_that_started_it(wb, workbench_exe):
+    # A "terminal": a shell in its own session that submits, then is killed with its whole
+    # process group, as a dropped SSH connection would (SIGHUP, then SIGKILL for good measure).
+    shell = subprocess.Popen(
+        ["bash", "-c", f"'{workbench_exe}' submit baseline --set train.steps=150 --json > ids.json; sleep 300"],
+        cwd=wb.logs.parent,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "WORKBENCH_LOGS"},
+    )
+    ids_file = wb.logs.parent / "ids.json"
+    wait_for(lambda: ids_file.exists() and ids_file.read_text().strip(), what="submit to print the run id")
+    os.killpg(shell.pid, signal.SIGHUP)
+    os.killpg(shell.pid, signal.SIGKILL)
+    shell.wait()
+    run_dir = wb.logs / json.loads(ids_file.read_text())["run_ids"][0]
+    assert finished(run_dir)["status"] == "completed"
+    assert RunFolder(run_dir).summary()["steps"] == 150
+
+
+def test_sigkill_of_a_worker_shows_the_run_as_lost_at_once(wb):
+    (run_dir,) = submit(wb, "baseline", "--set", "train.steps=100000")
+    beat = running_at(run_dir, 1)
+    os.kill(beat["pid"], signal.SIGKILL)
+    wait_for(lambda: status(run_dir) == "lost", timeout=5, what="lost")
+    listed = {r["run_id"]: r for r in json.loads(wb("runs", "--json").stdout)}
+    assert listed[run_dir.name]["status"] == "lost"
+    # and a lost run can be resumed (from step 0 here: it had no saved state)
+    wb("resume", run_dir.name)
+    assert wait_for(lambda: status(run_dir) in ("queued", "running") and status(run_dir), timeout=10, what="resumed")
+    wb("cancel", run_dir.name)
+    assert status(run_dir) == "cancelled"
+
+
+def test_cancel_then_resume_equals_an_uninterrupted_run(wb):
+    args = ("half-fixed", "--set", "train.steps=2500", "--set", "checkpoint.every=400", "--set", "train.eval_every=500")
+    straight, broken = submit(wb, *args), submit(wb, *args)
+    straight, broken = straight[0], broken[0]
+    running_at(broken, 30)
+    out = wb("cancel", broken.name).stdout
+    assert "cancelled" in out, out
+    stopped = record_from_folder(broken)
+    assert stopped["status"] == "cancelled" and 30 <= stopped["step"] < 2500
+    assert RunFolder(broken).train_state_path.exists()
+
+    wb("resume", broken.name)
+    assert finished(broken)["status"] == "completed"
+    assert finished(straight)["status"] == "completed"
+    a = RunFolder(straight).load_tensors(RunFolder(straight).checkpoint_path("final"))
+    b = RunFolder(broken).load_tensors(RunFolder(broken).checkpoint_path("final"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [e["step"] for e in run_events(RunFolder(broken).events_path, "end")] == [2500]
+
+
+def test_queue_runs_at_most_max_per_device_at_once_in_submission_order(wb):
+    run_dirs = submit(wb, "baseline", "--seeds", "4", "--max-per-device", "2", "--set", "train.steps=60")
+    spans = []
+    for run_dir in run_dirs:
+        assert finished(run_dir)["status"] == "completed"
+        events = run_events(RunFolder(run_dir).events_path)
+        start = next(e["time"] for e in events if e["type"] == "start")
+        end = next(e["time"] for e in events if e["type"] == "end")
+        spans.append((start, end))
+    # at any run's start, how many runs were training (itself included)
+    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert overlap <= 2
+    starts = [s for s, _ in spans]
+    # first come, first served: the two submitted first got the slots (the pair itself races
+    # through start-up, so their order among each other is not fixed)
+    assert max(starts[:2]) < min(starts[2:])
+    assert [RunFolder(d).spec()["seed"] for d in run_dirs] == [0, 1, 2, 3]
+
+
+def test_cancelling_a_queued_run_ends_it_without_training(wb):
+    first, second = submit(wb, "baseline", "--seeds", "2", "--max-per-device", "1", "--set", "train.steps=100000")
+    running_at(first, 1)
+    assert status(second) == "queued"
+    wb("cancel", second.name, first.name)
+    assert status(second) == "cancelled" and status(first) == "cancelled"
+    assert not RunFolder(second).checkpoint_path("init").exists()  # never started
+
+
+def test_a_run_that_raises_is_failed_with_its_error_in_record_and_log(wb):
+    # A torchvision dataset that is not in data.dir, without download: prepare raises in the worker.
+    (run_dir,) = submit(wb, "baseline", "--set", "data.name=cifar10", "--set", "data.dir=nowhere")
+    record = finished(run_dir)
+    assert record["status"] == "failed"
+    assert "cifar10" in record["error"] and "nowhere" in record["error"]
+    assert record["error"] in (run_dir / "worker.log").read_text()
+    assert wb("logs", run_dir.name).stdout.count(record["error"]) >= 1
+
+
+def test_submit_refuses_bad_input_without_queueing_anything(wb):
+    result = wb("submit", "baseline", "--device", "cuda:7", check=False)
+    assert result.returncode == 2 and result.stderr.startswith("error: device 'cuda:7'"), result.stderr
+    assert "Traceback" not in result.stderr
+    result = wb("submit", "baseline", "--seed", "1", "--seeds", "2", check=False)
+    assert result.returncode == 2 and "--seeds" in result.stderr
+    result = wb("resume", "zzzzzzzz", check=False)
+    assert result.returncode == 2 and "zzzzzzzz" in result.stderr
+    assert not any(p.is_dir() and len(p.name) == 8 for p in wb.logs.glob("*")) if wb.logs.exists() else True

@@ -1,0 +1,386 @@
+"""The verdict of a study: did a subset move farther (or faster) in an arm than in the
+reference, and how sure can we be? (imports no torch: the UI process reads run folders only)
+
+A study pairs runs by seed: the arm run and the reference run with seed s share their
+initial weights and data order and differ only in what is frozen. For every pair, subset
+and metric the verdict takes the ratio arm / reference at the last step both runs
+recorded, then the mean ratio over seeds with a 95% t interval (DESIGN.md, "A study pairs
+runs..."). Along the way the same ratio is taken at every step the pairs share, so a
+reader can see whether the gap opens early or late. A ratio whose reference value is 0 or
+missing (an empty subset, a frozen reference subset) has no meaning: it is skipped and
+counted, never a division by zero.
+
+The statistics are plain Python: a table of t quantiles for df 1..30 and a Cornish-Fisher
+expansion beyond (accurate to 1e-5 from df 31 on), so no scipy is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from engine.events import run_events
+from engine.run_folder import RunFolder
+
+METRICS = ("dist", "speed")
+FINAL_METRICS = ("eval_acc", "eval_loss", "train_loss")
+
+# t_{0.975, df} for df = 1..30 (two-sided 95%), to four decimals.
+T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+)  # fmt: skip
+Z975 = 1.959963985
+
+
+def t_quantile(df: int) -> float:
+    """t_{0.975, df}: the multiplier of the standard error in a 95% confidence interval."""
+    if df < 1:
+        raise ValueError(f"a t quantile needs df >= 1, got {df}")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = Z975  # Cornish-Fisher expansion of the t quantile around the normal one
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def mean_ci(values: Iterable[float]) -> tuple[float | None, list[float] | None]:
+    """Mean and 95% t interval (mean +- t * sd / sqrt(n)); no interval from one value."""
+    values = list(values)
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return mean, None
+    half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return mean, [mean - half, mean + half]
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, or None where that means nothing (missing, or 0 below)."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    value = numerator / denominator
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a run folder
+
+
+@dataclass
+class RunSeries:
+    """What the verdict and the report need from one run folder."""
+
+    path: Path
+    run_id: str
+    spec: dict[str, Any]
+    summary: dict[str, Any]
+    movement: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {subset: metrics}
+    evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> eval event
+
+    @property
+    def subsets(self) -> list[str]:
+        names: dict[str, None] = {}
+        for record in self.movement.values():
+            names.update(dict.fromkeys(record))
+        names.update(dict.fromkeys(self.summary.get("movement") or {}))
+        return list(names)
+
+    def final_eval(self) -> dict[str, Any]:
+        """summary.json's final figures, else the last eval event."""
+        final = self.summary.get("final")
+        if final:
+            return final
+        return self.evals[max(self.evals)] if self.evals else {}
+
+
+def read_run(path: str | Path) -> RunSeries:
+    folder = RunFolder(path)
+    # run_events drops what an earlier attempt of a resumed run wrote after the resume point
+    movement = {e["step"]: e.get("subsets") or {} for e in run_events(folder.events_path, "movement")}
+    evals = {e["step"]: e for e in run_events(folder.events_path, "eval")}
+    return RunSeries(folder.path, folder.run_id, folder.spec() or {}, folder.summary() or {}, movement, evals)
+
+
+def value(subsets: dict[str, Any], subset: str, metric: str) -> float | None:
+    """One metric of one subset from a movement record; None when absent or not finite."""
+    found = (subsets.get(subset) or {}).get(metric)
+    if isinstance(found, bool) or not isinstance(found, (int, float)) or not math.isfinite(found):
+        return None
+    return float(found)
+
+
+# ---------------------------------------------------------------------------------------
+# The verdict
+
+
+def study_verdict(
+    study: str,
+    runs: dict[str, dict[int, Path]],
+    reference: str,
+    *,
+    metrics: Iterable[str] = METRICS,
+) -> dict[str, Any]:
+    """The verdict of `study`: every arm of `runs` (arm -> seed -> run folder) against the
+    `reference` arm, paired by seed. JSON-serialisable (seeds become string keys)."""
+    metrics = tuple(metrics)
+    if not metrics:
+        raise ValueError("a verdict needs at least one metric")
+    if reference not in runs:
+        raise ValueError(f"reference arm {reference!r} has no runs (arms: {', '.join(runs) or 'none'})")
+    arms = [arm for arm in runs if arm != reference]
+    if not arms:
+        raise ValueError(f"study {study!r} has no arm to compare with the reference {reference!r}")
+    loaded = {arm: {int(seed): read_run(path) for seed, path in by_seed.items()} for arm, by_seed in runs.items()}
+    notes = _seed_notes(loaded)
+    subsets = _subset_names(loaded)
+    comparisons = [_compare(arm, reference, loaded[arm], loaded[reference], subsets, metrics, notes) for arm in arms]
+    first = comparisons[0]
+    return {
+        "study": study,
+        "reference": reference,
+        "arms": list(runs),
+        "seeds": sorted({seed for by_seed in loaded.values() for seed in by_seed}),
+        "metrics": list(metrics),
+        "runs": {arm: {str(seed): run.run_id for seed, run in sorted(by_seed.items())} for arm, by_seed in loaded.items()},
+        "comparisons": comparisons,
+        "subsets": first["subsets"],
+        "answer": first["answer"],
+        "notes": notes,
+    }
+
+
+def _subset_names(loaded: dict[str, dict[int, RunSeries]]) -> list[str]:
+    names: dict[str, None] = {}
+    for by_seed in loaded.values():
+        for run in by_seed.values():
+            names.update(dict.fromkeys(run.subsets))
+    return list(names)
+
+
+def _seed_notes(loaded: dict[str, dict[int, RunSeries]]) -> list[str]:
+    notes = []
+    for arm, by_seed in loaded.items():
+        for seed, run in sorted(by_seed.items()):
+            recorded = run.spec.get("seed")
+            if recorded is not None and recorded != seed:
+                notes.append(f"{arm} run {run.run_id} is listed for seed {seed} but its spec says seed {recorded}")
+            if run.summary.get("status") not in (None, "completed"):
+                notes.append(f"{arm} run {run.run_id} (seed {seed}) is {run.summary['status']}, not completed")
+    return notes
+
+
+def _compare(
+    arm: str,
+    reference: str,
+    arm_runs: dict[int, RunSeries],
+    ref_runs: dict[int, RunSeries],
+    subsets: list[str],
+    metrics: tuple[str, ...],
+    notes: list[str],
+) -> dict[str, Any]:
+    seeds = sorted(set(arm_runs) & set(ref_runs))
+    for seed in sorted(set(arm_runs) ^ set(ref_runs)):
+        side = arm if seed in arm_runs else reference
+        notes.append(f"seed {seed} has a {side} run but no {reference if side == arm else arm} run: left out of {arm} vs {reference}")
+    pairs = [(seed, arm_runs[seed], ref_runs[seed]) for seed in seeds]
+    finals = {seed: _final_records(a, r, seed, arm, reference, notes) for seed, a, r in pairs}
+    shared = _shared_steps(pairs)
+
+    compared: dict[str, Any] = {}
+    for subset in subsets:
+        entry: dict[str, Any] = {}
+        for metric in metrics:
+            per_seed = []
+            for seed in seeds:
+                step, a_rec, r_rec = finals[seed]
+                a, r = value(a_rec, subset, metric), value(r_rec, subset, metric)
+                per_seed.append({"seed": seed, "step": step, "arm": a, "reference": r, "ratio": ratio(a, r)})
+            entry[metric] = {**_summarise([p["ratio"] for p in per_seed]), "per_seed": per_seed}
+        entry["over_steps"] = {metric: _over_steps(pairs, shared, subset, metric) for metric in metrics}
+        lead = entry["dist" if "dist" in metrics else metrics[0]]
+        compared[subset] = {
+            "metric": "dist" if "dist" in metrics else metrics[0],
+            "ratio": lead["ratio"],
+            "ci": lead["ci"],
+            "n": lead["n"],
+            **entry,
+        }
+
+    frozen = bool(_first_spec(arm_runs).get("freeze")) and not _first_spec(ref_runs).get("freeze")
+    return {
+        "arm": arm,
+        "reference": reference,
+        "seeds": seeds,
+        "subsets": compared,
+        "final": {key: _final_difference(pairs, key) for key in FINAL_METRICS},
+        "answer": answer(compared, arm, reference, frozen, paired=bool(seeds)),
+    }
+
+
+def _first_spec(by_seed: dict[int, RunSeries]) -> dict[str, Any]:
+    return by_seed[min(by_seed)].spec if by_seed else {}
+
+
+def _summarise(ratios: list[float | None]) -> dict[str, Any]:
+    kept = [r for r in ratios if r is not None]
+    mean, ci = mean_ci(kept)
+    return {"ratio": mean, "ci": ci, "n": len(kept), "skipped": len(ratios) - len(kept)}
+
+
+def _final_records(a: RunSeries, r: RunSeries, seed: int, arm: str, reference: str, notes: list[str]):
+    """(step, arm record, reference record) at the last step both runs recorded movement;
+    summary.json's movement when the events have none in common."""
+    common = set(a.movement) & set(r.movement)
+    if not common:
+        return a.summary.get("steps"), a.summary.get("movement") or {}, r.summary.get("movement") or {}
+    step = max(common)
+    if step != max(a.movement) or step != max(r.movement):
+        notes.append(
+            f"seed {seed}: {arm} ends at step {max(a.movement)}, {reference} at step {max(r.movement)}; "
+            f"compared at step {step}, the last both recorded"
+        )
+    return step, a.movement[step], r.movement[step]
+
+
+def _shared_steps(pairs: list[tuple[int, RunSeries, RunSeries]]) -> list[int]:
+    """Steps recorded by both runs of every pair; step 0 has no movement to compare (0/0)."""
+    if not pairs:
+        return []
+    shared = set.intersection(*(set(a.movement) & set(r.movement) for _, a, r in pairs))
+    return sorted(step for step in shared if step > 0)
+
+
+def _over_steps(pairs, steps: list[int], subset: str, metric: str) -> dict[str, list]:
+    out: dict[str, list] = {"step": [], "ratio": [], "lo": [], "hi": [], "n": []}
+    for step in steps:
+        summary = _summarise([ratio(value(a.movement[step], subset, metric), value(r.movement[step], subset, metric)) for _, a, r in pairs])
+        ci = summary["ci"] or [None, None]
+        out["step"].append(step)
+        out["ratio"].append(summary["ratio"])
+        out["lo"].append(ci[0])
+        out["hi"].append(ci[1])
+        out["n"].append(summary["n"])
+    return out
+
+
+def _final_difference(pairs, key: str) -> dict[str, Any]:
+    """Final loss or accuracy: arm - reference per seed (mean, CI) and arm / reference."""
+    per_seed = []
+    for seed, a, r in pairs:
+        av, rv = _number(a.final_eval().get(key)), _number(r.final_eval().get(key))
+        per_seed.append({"seed": seed, "arm": av, "reference": rv})
+    both = [p for p in per_seed if p["arm"] is not None and p["reference"] is not None]
+    difference, ci = mean_ci(p["arm"] - p["reference"] for p in both)
+    ratios = _summarise([ratio(p["arm"], p["reference"]) for p in both])
+    return {
+        "arm": statistics.fmean(p["arm"] for p in both) if both else None,
+        "reference": statistics.fmean(p["reference"] for p in both) if both else None,
+        "difference": difference,
+        "ci": ci,
+        "ratio": ratios["ratio"],
+        "ratio_ci": ratios["ci"],
+        "n": len(both),
+        "per_seed": per_seed,
+    }
+
+
+def _number(found: Any) -> float | None:
+    if isinstance(found, bool) or not isinstance(found, (int, float)) or not math.isfinite(found):
+        return None
+    return float(found)
+
+
+# ---------------------------------------------------------------------------------------
+# The one-line answer
+
+# metric -> (more, less, same) as adverbs of "moved"
+WORDS = {"dist": ("farther", "less far", "as far"), "speed": ("faster", "slower", "as fast")}
+
+
+def fmt_ratio(x: float) -> str:
+    return f"{x:.2f}" if x == 0 or abs(x) >= 0.1 else f"{x:.2g}"
+
+
+def fmt_ci(ci: list[float]) -> str:
+    lo, hi = ci
+    return f"{fmt_ratio(lo)}-{fmt_ratio(hi)}" if lo >= 0 else f"{fmt_ratio(lo)} to {fmt_ratio(hi)}"
+
+
+def answer(compared: dict[str, Any], arm: str, reference: str, frozen: bool, *, paired: bool = True) -> str:
+    """One readable line for the `subset` subset (else the first one) and its lead metric."""
+    if not compared:
+        return f"no verdict: no movement records in {arm} or {reference}"
+    subset = "subset" if "subset" in compared else next(iter(compared))
+    entry = compared[subset]
+    metric = entry["metric"]
+    more, less, same = WORDS.get(metric, (f"with a larger {metric}", f"with a smaller {metric}", f"with the same {metric}"))
+    if not paired:
+        return f"no verdict: no seed has both a {arm} and a {reference} run"
+    if entry["ratio"] is None:
+        return f"no verdict: the {reference} {subset} {metric} was 0 or missing for every seed ({arm} vs {reference})"
+    r, ci, n = fmt_ratio(entry["ratio"]), entry["ci"], entry["n"]
+    when = "when the rest was frozen" if frozen else f"in {arm}"
+    pair = f"{arm} vs {reference}, " if frozen else f"vs {reference}, "
+    if ci is None:
+        return f"{subset} moved {r}x {same} {when} ({pair}1 seed: no confidence interval; use --seeds 3 or more)"
+    seeds = f"95% CI {fmt_ci(ci)}, {n} seeds"
+    if ci[0] > 1:
+        return f"{subset} moved {r}x {more} {when} ({pair}{seeds})"
+    if ci[1] < 1:
+        return f"{subset} moved {less} {when}: {r}x {same} ({pair}{seeds})"
+    return f"no difference detected: {subset} moved {r}x {same} {when} ({pair}{seeds})"
+
+
+# ---------------------------------------------------------------------------------------
+# The CLI's table
+
+
+def verdict_table(verdict: dict[str, Any]):
+    """Rich renderables: per comparison, subset x metric ratios with their 95% CI and n,
+    the final loss/accuracy differences, then the answer in bold."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    for comparison in verdict["comparisons"]:
+        title = f"{verdict['study']}: {comparison['arm']} / {comparison['reference']}"
+        table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+        for name, justify in (("subset", "left"), ("metric", "left"), ("ratio", "right"), ("95% CI", "right"), ("n", "right")):
+            table.add_column(name, justify=justify, no_wrap=True)
+        for subset, entry in comparison["subsets"].items():
+            for metric in verdict["metrics"]:
+                figures = entry[metric]
+                table.add_row(subset, metric, *_ratio_cells(figures))
+        table.add_section()
+        for key, figures in comparison["final"].items():
+            if figures["n"]:
+                diff = _signed(figures["difference"])
+                ci = "-" if figures["ci"] is None else f"{_signed(figures['ci'][0])} to {_signed(figures['ci'][1])}"
+                table.add_row(key, "arm - ref", diff, ci, str(figures["n"]))
+        parts += [table, Text(comparison["answer"], style="bold"), Text("")]
+    for note in verdict.get("notes", []):
+        parts.append(Text(f"note: {note}", style="yellow"))
+    return Group(*parts)
+
+
+def _ratio_cells(figures: dict[str, Any]) -> tuple[str, str, str]:
+    r = "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"])
+    ci = "-" if figures["ci"] is None else fmt_ci(figures["ci"])
+    n = str(figures["n"]) + (f" ({figures['skipped']} skipped)" if figures["skipped"] else "")
+    return r, ci, n
+
+
+def _signed(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.4g}"
