@@ -303,6 +303,72 @@ def logs(
 
 @app.command()
 @friendly
+def study(
+    name: Annotated[str, typer.Argument(help="Study name in the experiments file.")],
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Run seeds 0..K-1 instead of the study's own.")] = None,
+    set_: Overrides = None,
+    max_per_device: MaxPerDevice = None,
+    experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Run (or re-use) every arm x seed of a study, wait, and print the verdict."""
+    from workbench.progress import follow_runs
+    from workbench.study import check_completed, gather
+    from workbench.verdict import study_verdict, verdict_table
+
+    resolved = Experiments.load(experiments).study(name, seeds, dict(parse_override(i) for i in set_ or []))
+    found = gather(resolved, logs_dir, launch=True, max_per_device=max_per_device)
+    stderr.print(
+        f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds; "
+        f"re-using {len(found.reused)} runs, submitted {len(found.submitted)}",
+        highlight=False,
+    )
+    labels = {f"{arm} seed {seed}": path for arm, seeds_ in found.runs.items() for seed, path in seeds_.items()}
+    try:
+        follow_runs(labels, stderr)
+    except KeyboardInterrupt:
+        typer.echo(f"stopped watching; the runs go on in the background. `workbench study {name}` picks them up.", err=True)
+        raise typer.Exit(130) from None
+    check_completed(resolved, found.records())
+    verdict = study_verdict(name, found.runs, resolved.reference)
+    _store_runs(logs_dir)  # the index gets the finished runs' figures
+    if as_json:
+        typer.echo(json.dumps(verdict))
+    else:
+        stdout.print(verdict_table(verdict))
+
+
+@app.command()
+@friendly
+def report(
+    name: Annotated[str, typer.Argument(help="Study name in the experiments file.")],
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Use seeds 0..K-1 instead of the study's own.")] = None,
+    set_: Overrides = None,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="Folder for the report (default: <logs dir>/reports/NAME).")
+    ] = None,
+    experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
+    logs_dir: LogsDir = Path("logs"),
+) -> None:
+    """Write a markdown report with plots for a study whose runs have finished."""
+    from workbench.report import write_report
+    from workbench.study import check_completed, gather
+    from workbench.verdict import study_verdict
+
+    resolved = Experiments.load(experiments).study(name, seeds, dict(parse_override(i) for i in set_ or []))
+    found = gather(resolved, logs_dir, launch=False)
+    if found.missing:
+        missing = ", ".join(f"{arm} seed {seed}" for arm, seed in found.missing)
+        raise SpecError(f"study {name!r} has no runs yet for {missing}; run `workbench study {name}` first")
+    check_completed(resolved, found.records())
+    verdict = study_verdict(name, found.runs, resolved.reference)
+    path = write_report(verdict, found.runs, output or logs_dir / "reports" / name)
+    typer.echo(str(path))
+
+
+@app.command()
+@friendly
 def show(
     run_id: Annotated[str, typer.Argument(help="The run's 8-character id (a unique prefix works).")],
     logs_dir: LogsDir = Path("logs"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 from rich.console import Console
@@ -62,3 +63,38 @@ def run_progress(total: int, label: str, console: Console) -> Iterator[_Bar | _L
     )
     with Progress(*columns, console=console, transient=False) as progress:
         yield _Bar(progress, progress.add_task(label, total=total, status=""))
+
+
+def follow_runs(labels: dict[str, Path], console: Console, poll_seconds: float = 0.5) -> dict[str, dict]:
+    """Wait for background runs to end, showing each run's progress (a bar per run on a
+    terminal; a line per status change otherwise). Returns label -> final record."""
+    from workbench.records import ACTIVE, record_from_folder
+
+    def read() -> dict[str, dict]:
+        return {label: record_from_folder(path) for label, path in labels.items()}
+
+    records = read()
+    if console.is_terminal:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"))
+        with Progress(*columns, console=console, transient=False) as progress:
+            tasks = {
+                label: progress.add_task(f"{label} {r['run_id']}", total=r.get("steps") or 1, status=r["status"])
+                for label, r in records.items()
+            }
+            while True:
+                for label, r in records.items():
+                    progress.update(tasks[label], completed=r.get("step") or 0, status=r["status"])
+                if not any(r["status"] in ACTIVE for r in records.values()):
+                    return records
+                time.sleep(poll_seconds)
+                records = read()
+    seen: dict[str, str] = {}
+    while True:
+        for label, r in records.items():
+            if seen.get(label) != r["status"]:
+                seen[label] = r["status"]
+                console.print(f"{label} {r['run_id']}: {r['status']}", highlight=False)
+        if not any(r["status"] in ACTIVE for r in records.values()):
+            return records
+        time.sleep(poll_seconds)
+        records = read()
