@@ -32,7 +32,9 @@ TINY_EXPERIMENTS = {
         },
         "half-fixed": {"base": "baseline", "description": "tiny frozen run for tests", "freeze": True},
     },
-    "studies": {},
+    "studies": {
+        "half-fixed-vs-baseline": {"arms": ["baseline", "half-fixed"], "seeds": 2, "set": {"train.steps": 30}},
+    },
 }
 
 

@@ -170,3 +170,30 @@ def test_submit_refuses_bad_input_without_queueing_anything(wb):
     result = wb("resume", "zzzzzzzz", check=False)
     assert result.returncode == 2 and "zzzzzzzz" in result.stderr
     assert not any(p.is_dir() and len(p.name) == 8 for p in wb.logs.glob("*")) if wb.logs.exists() else True
+
+
+def test_a_study_runs_every_arm_and_seed_then_reuses_them(wb):
+    first = wb("study", "half-fixed-vs-baseline", "--json")
+    verdict = json.loads(first.stdout)
+    assert verdict["arms"] == ["baseline", "half-fixed"] and verdict["seeds"] == [0, 1]
+    subset = verdict["subsets"]["subset"]
+    assert subset["ratio"] > 0 and subset["n"] == 2 and subset["ci"][0] <= subset["ratio"] <= subset["ci"][1]
+    assert verdict["subsets"]["fixed"]["ratio"] == 0  # frozen: it never moved
+    assert verdict["answer"].startswith(("subset moved", "no difference detected"))
+    run_ids = {run_id for seeds in verdict["runs"].values() for run_id in seeds.values()}
+    assert len(run_ids) == 4
+
+    # Again, with one more seed: the four finished runs are re-used, only seed 2 is new.
+    again = wb("study", "half-fixed-vs-baseline", "--seeds", "3", "--json")
+    assert "re-using 4 runs, submitted 2" in again.stderr
+    report = Path(wb("report", "half-fixed-vs-baseline", "--seeds", "3").stdout.strip())
+    text = report.read_text()
+    assert all(run_id in text for run_id in run_ids)
+    assert (report.parent / "movement.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_report_before_the_runs_exist_says_what_to_do(wb):
+    result = wb("report", "half-fixed-vs-baseline", check=False)
+    assert result.returncode == 2 and "workbench study half-fixed-vs-baseline" in result.stderr, result.stderr
+    result = wb("study", "no-such-study", check=False)
+    assert result.returncode == 2 and "half-fixed-vs-baseline" in result.stderr

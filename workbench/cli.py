@@ -364,7 +364,7 @@ def report(
     check_completed(resolved, found.records())
     verdict = study_verdict(name, found.runs, resolved.reference)
     path = write_report(verdict, found.runs, output or logs_dir / "reports" / name)
-    typer.echo(str(path))
+    typer.echo(str(path.resolve()))
 
 
 @app.command()
