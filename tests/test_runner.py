@@ -123,23 +123,29 @@ def test_cancel_then_resume_equals_an_uninterrupted_run(wb):
     assert [e["step"] for e in run_events(RunFolder(broken).events_path, "end")] == [2500]
 
 
-def test_queue_runs_at_most_max_per_device_at_once_in_submission_order(wb):
-    run_dirs = submit(wb, "baseline", "--seeds", "4", "--max-per-device", "2", "--set", "train.steps=60")
+def training_spans(run_dirs: list[Path]) -> list[tuple[float, float]]:
+    """(start, end) time of each run's training, once all have completed."""
     spans = []
     for run_dir in run_dirs:
         assert finished(run_dir)["status"] == "completed"
         events = run_events(RunFolder(run_dir).events_path)
-        start = next(e["time"] for e in events if e["type"] == "start")
-        end = next(e["time"] for e in events if e["type"] == "end")
-        spans.append((start, end))
+        spans.append((next(e["time"] for e in events if e["type"] == "start"), next(e["time"] for e in events if e["type"] == "end")))
+    return spans
+
+
+def test_queue_runs_at_most_max_per_device_at_once(wb):
+    run_dirs = submit(wb, "baseline", "--seeds", "4", "--max-per-device", "2", "--set", "train.steps=60")
+    spans = training_spans(run_dirs)
     # at any run's start, how many runs were training (itself included)
-    overlap = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
-    assert overlap <= 2
-    starts = [s for s, _ in spans]
-    # first come, first served: the two submitted first got the slots (the pair itself races
-    # through start-up, so their order among each other is not fixed)
-    assert max(starts[:2]) < min(starts[2:])
+    assert max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans) <= 2
     assert [RunFolder(d).spec()["seed"] for d in run_dirs] == [0, 1, 2, 3]
+
+
+def test_queue_is_first_come_first_served(wb):
+    run_dirs = submit(wb, "baseline", "--seeds", "3", "--max-per-device", "1", "--set", "train.steps=30")
+    spans = training_spans(run_dirs)
+    # one slot: each run trains after the one submitted before it has ended
+    assert all(spans[i][1] <= spans[i + 1][0] for i in range(len(spans) - 1)), spans
 
 
 def test_cancelling_a_queued_run_ends_it_without_training(wb):

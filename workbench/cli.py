@@ -301,11 +301,18 @@ def logs(
         typer.echo(f"[run {record['run_id']} is {record['status']}]", err=True)
 
 
+StudySeeds = Annotated[Optional[int], typer.Option(min=1, help="Seeds 0..K-1 instead of the study's own.")]
+
+
+def _resolve_study(experiments: Path, name: str, seeds: int | None, set_: list[str] | None):
+    return Experiments.load(experiments).study(name, seeds, dict(parse_override(item) for item in set_ or []))
+
+
 @app.command()
 @friendly
 def study(
     name: Annotated[str, typer.Argument(help="Study name in the experiments file.")],
-    seeds: Annotated[Optional[int], typer.Option(min=1, help="Run seeds 0..K-1 instead of the study's own.")] = None,
+    seeds: StudySeeds = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
@@ -317,7 +324,7 @@ def study(
     from workbench.study import check_completed, gather
     from workbench.verdict import study_verdict, verdict_table
 
-    resolved = Experiments.load(experiments).study(name, seeds, dict(parse_override(i) for i in set_ or []))
+    resolved = _resolve_study(experiments, name, seeds, set_)
     found = gather(resolved, logs_dir, launch=True, max_per_device=max_per_device)
     stderr.print(
         f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds; "
@@ -343,7 +350,7 @@ def study(
 @friendly
 def report(
     name: Annotated[str, typer.Argument(help="Study name in the experiments file.")],
-    seeds: Annotated[Optional[int], typer.Option(min=1, help="Use seeds 0..K-1 instead of the study's own.")] = None,
+    seeds: StudySeeds = None,
     set_: Overrides = None,
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="Folder for the report (default: <logs dir>/reports/NAME).")
@@ -356,7 +363,7 @@ def report(
     from workbench.study import check_completed, gather
     from workbench.verdict import study_verdict
 
-    resolved = Experiments.load(experiments).study(name, seeds, dict(parse_override(i) for i in set_ or []))
+    resolved = _resolve_study(experiments, name, seeds, set_)
     found = gather(resolved, logs_dir, launch=False)
     if found.missing:
         missing = ", ".join(f"{arm} seed {seed}" for arm, seed in found.missing)
@@ -389,13 +396,17 @@ def show(
 @app.command("experiments")
 @friendly
 def list_experiments(experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS), as_json: AsJson = False) -> None:
-    """List the experiments in the experiments file, resolved through their bases."""
+    """List the experiments and studies in the experiments file, resolved through their bases."""
     catalog = Experiments.load(experiments)
     specs = {name: catalog.resolve(name) for name in catalog.names}
+    studies = {name: catalog.study(name) for name in catalog.studies}
     if as_json:
         typer.echo(json.dumps({name: spec.model_dump(mode="json") for name, spec in specs.items()}))
     else:
         stdout.print(tables.experiments_table(specs))
+        if studies:
+            sets = {name: (catalog.studies[name] or {}).get("set", {}) for name in studies}
+            stdout.print(tables.studies_table(studies, sets))
 
 
 @app.command()
@@ -409,7 +420,7 @@ def validate(path: Annotated[Path, typer.Argument(help="The experiments file.")]
             typer.echo(f"error: {problem}", err=True)
         typer.echo(f"{path}: {len(problems)} error{'s' if len(problems) > 1 else ''}", err=True)
         raise typer.Exit(2)
-    typer.echo(f"{path}: ok, {len(catalog.names)} experiments")
+    typer.echo(f"{path}: ok, {len(catalog.names)} experiments, {len(catalog.studies)} studies")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Any
 
 from rich import box
@@ -147,4 +148,17 @@ def experiments_table(specs: dict[str, ExperimentSpec]) -> Table:
             f"{o.name} lr {o.lr:g}",
             str(spec.train.steps),
         )
+    return table
+
+
+def studies_table(studies: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> Table:
+    """ResolvedStudy by name: arms (the reference marked), seeds, and the study's overrides."""
+    table = Table(title="studies", header_style="bold", box=box.SIMPLE_HEAD)
+    for column in ("name", "arms", "seeds", "set"):
+        table.add_column(column, overflow="fold")
+    for name, study in studies.items():
+        arms = ", ".join(f"{arm}*" if arm == study.reference else arm for arm in study.arms)
+        changes = "\n".join(f"{key}={json.dumps(value)}" for key, value in overrides.get(name, {}).items())
+        table.add_row(name, arms, str(len(study.seeds)), changes)
+    table.caption = "* the reference arm: the others' movement is compared with it"
     return table
