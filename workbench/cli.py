@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Callable, Optional
@@ -126,7 +127,9 @@ MaxPerDevice = Annotated[
 @friendly
 def run(
     experiment: Annotated[Optional[str], typer.Argument(help="Experiment name (default: the file's first).")] = None,
-    headless: Annotated[bool, typer.Option("--headless", help="Train in the foreground of this terminal.")] = False,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Train in the foreground of this terminal (default: background + TUI).")
+    ] = False,
     device: Device = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed for init and data order.")] = None,
     set_: Overrides = None,
@@ -134,13 +137,24 @@ def run(
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
 ) -> None:
-    """Train one experiment in the foreground, with a progress bar (Ctrl-C stops cleanly)."""
-    from workbench.headless import run_headless
-    from workbench.progress import run_progress
-
+    """Train one experiment: in the background, watched in the TUI; or with --headless in the
+    foreground of this terminal, with a progress bar (Ctrl-C stops cleanly)."""
     catalog = Experiments.load(experiments)
     name = _default_experiment(catalog, experiment, experiments)
     spec = catalog.resolve(name, _resolve_overrides(set_, device, seed))
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        headless = True  # no terminal for the TUI (a script, a pipe, CI): train in the foreground
+    if not headless:
+        from workbench.runner import resolve_spec_device, submit as submit_run
+        from workbench.tui import run_tui
+
+        folder = submit_run(resolve_spec_device(spec), name, logs_dir)
+        run_tui(logs_dir, experiments, folder.run_id)  # quitting the TUI leaves the run going
+        typer.echo(f"run {folder.run_id} goes on in the background: workbench runs | workbench logs -f {folder.run_id}", err=True)
+        return
+
+    from workbench.headless import run_headless
+    from workbench.progress import run_progress
 
     with run_progress(spec.train.steps, f"{name}", stderr) as progress:
         outcome = run_headless(spec, name, logs_dir, on_step=progress.advance, on_event=progress.event)
@@ -166,6 +180,19 @@ def run(
     if outcome.status == "cancelled":
         typer.echo(f"run {outcome.folder.run_id} cancelled at step {outcome.summary['steps']}", err=True)
         raise typer.Exit(130)
+
+
+@app.command()
+@friendly
+def tui(
+    run_id: Annotated[Optional[str], typer.Argument(help="Open on this run (a unique prefix works).")] = None,
+    experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
+    logs_dir: LogsDir = Path("logs"),
+) -> None:
+    """The workbench: watch runs live, compose and launch experiments (q quits; runs go on)."""
+    from workbench.tui import run_tui
+
+    run_tui(logs_dir, experiments, run_id)
 
 
 @app.command()

@@ -1,0 +1,290 @@
+"""The Textual workbench: the torch-free feed alone, then the app driven by a pilot at 80x24
+over hand-made run folders (no worker, no torch)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from engine.run_folder import atomic_write_json
+from workbench.records import record_from_folder
+from workbench.store import Store
+from workbench.tui.app import WorkbenchApp
+from workbench.tui.feed import EventsTail, LogTail, matches, progress_bar
+from workbench.tui.screens.run import RunScreen
+from workbench.tui.screens.runs import RunsScreen
+
+SIZE = (80, 24)
+SPEC = {"seed": 0, "device": "cpu", "freeze": True, "train": {"steps": 100},
+        "model": {"name": "lenet"}, "data": {"name": "mnist5k"},
+        "partition": {"strategy": "first_kernels", "fraction": 0.5}}
+
+
+def movement(step: int, scale: float = 0.01) -> dict:
+    def figures(x: float) -> dict:
+        return {"dist": x, "rel": x / 10, "speed": x / max(step, 1), "path": x * 1.5, "cos": 1 - x,
+                "layers": {"conv1.weight": {"dist": x / 2, "rel": x / 20, "speed": 0.1, "path": x, "cos": 1 - x / 2}}}
+    return {"type": "movement", "step": step, "subsets": {"subset": figures(scale * step), "fixed": figures(scale * step / 2)}}
+
+
+def start(run_id: str, experiment: str, step: int = 0, **extra) -> dict:
+    return {"type": "start", "step": step, "run_id": run_id, "experiment": experiment, "digest": "d", "device": "cpu",
+            "pid": 1, "host": socket.gethostname(), "time": time.time(), "subset_sizes": {"subset": 10, "fixed": 10}, **extra}
+
+
+def append(path: Path, *events: dict) -> None:
+    with open(path, "a") as file:
+        for event in events:
+            file.write(json.dumps(event) + "\n")
+
+
+def make_run(logs: Path, run_id: str, experiment: str, status: str, created: float, pid: int | None = None) -> Path:
+    folder = logs / run_id
+    folder.mkdir(parents=True)
+    atomic_write_json(folder / "spec.json", SPEC)
+    atomic_write_json(folder / "launch.json", {"pid": pid or 1, "host": socket.gethostname(), "submitted": created,
+                                               "experiment": experiment})
+    events = [{"type": "queued", "time": created}, start(run_id, experiment), movement(0), movement(10),
+              {"type": "eval", "step": 10, "train_loss": 2.0, "eval_loss": 1.9, "eval_acc": 0.3}]
+    if status == "running":
+        atomic_write_json(folder / "heartbeat.json", {"pid": pid, "host": socket.gethostname(), "phase": "running",
+                                                      "step": 10, "time": time.time()})
+    else:
+        events += [movement(100), {"type": "end", "step": 100, "status": status}]
+        atomic_write_json(folder / "summary.json", {"steps": 100, "final": {"eval_acc": 0.9},
+                                                    "movement": movement(100)["subsets"]})
+    append(folder / "events.jsonl", *events)
+    (folder / "worker.log").write_text("worker says hello\n")
+    Store(logs).put(record_from_folder(folder))
+    return folder
+
+
+@pytest.fixture
+def sleeper():
+    """A live process to stand for a running worker (cancel sends it SIGTERM, not to pytest)."""
+    process = subprocess.Popen(["sleep", "120"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.fixture
+def logs(tmp_path: Path, sleeper) -> Path:
+    logs = tmp_path / "logs"
+    now = time.time()
+    make_run(logs, "done0001", "baseline", "completed", now - 3600)
+    make_run(logs, "fail0001", "half-fixed", "failed", now - 1800)
+    make_run(logs, "live0001", "half-fixed", "running", now - 60, pid=sleeper.pid)
+    return logs
+
+
+def app_for(logs: Path, run_id: str | None = None) -> WorkbenchApp:
+    return WorkbenchApp(logs, logs.parent / "experiments.json", run_id)
+
+
+def table_ids(app: WorkbenchApp) -> list[str]:
+    table = app.screen.query_one("#runs-table", DataTable)
+    return [row.key.value for row in table.ordered_rows]
+
+
+async def settle(pilot, app, until, timeout: float = 5.0) -> None:
+    """Let polls run until `until()` holds (the feed reads files in a thread)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "the screen never caught up"
+        await pilot.pause(0.05)
+
+
+def sync(test):
+    """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+# --- the feed, without the UI -------------------------------------------------------------------
+def test_events_tail_reads_only_new_bytes_and_drops_redone_steps(tmp_path: Path):
+    path = tmp_path / "events.jsonl"
+    tail = EventsTail(path)
+    assert not tail.poll()  # no file yet
+    append(path, start("r", "e"), movement(0), movement(10), {"type": "eval", "step": 10, "train_loss": 1.0,
+                                                               "eval_loss": 0.9, "eval_acc": 0.5})
+    assert tail.poll()
+    assert tail.series["subset.dist"].steps == [0, 10] and tail.series["fixed.cos"].steps == [0, 10]
+    assert tail.series["eval_acc"].values == [0.5]
+    first = tail.offset
+    assert not tail.poll() and tail.offset == first  # nothing new: nothing read
+    with open(path, "a") as file:
+        file.write(json.dumps(movement(20)) + "\n" + '{"type": "movement", "st')  # a line still being written
+    assert tail.poll() and tail.series["subset.dist"].steps == [0, 10, 20] and tail.step == 20
+    with open(path, "a") as file:
+        file.write('ep": 30, "subsets": {}}\n')
+    tail.poll()
+    # resumed from step 10: what the earlier attempt wrote after step 10 is dropped
+    append(path, {"type": "end", "step": 20, "status": "cancelled"}, start("r", "e", step=10, resumed_from=10), movement(20, 0.5))
+    tail.poll()
+    assert tail.series["subset.dist"].steps == [0, 10, 20]
+    assert tail.series["subset.dist"].values[-1] == pytest.approx(10.0)  # the new attempt's value
+    assert tail.end is None and tail.latest_movement["step"] == 20
+    assert tail.series["eval_acc"].steps == [10]
+    # restarted from scratch: everything goes
+    append(path, start("r", "e", step=0, resumed_from=0), movement(0))
+    tail.poll()
+    assert tail.series["subset.dist"].steps == [0] and tail.series["eval_acc"].steps == []
+
+
+def test_log_tail_and_filters(tmp_path: Path):
+    log = LogTail(tmp_path / "worker.log", limit=3)
+    assert log.poll() == []
+    (tmp_path / "worker.log").write_text("a\nb\npart")
+    assert log.poll() == ["a", "b"]
+    with open(tmp_path / "worker.log", "a") as file:
+        file.write("ial\nc\nd\n")
+    assert log.poll() == ["partial", "c", "d"] and log.lines == ["partial", "c", "d"]
+    record = {"run_id": "abc12345", "experiment": "half-fixed", "status": "running", "device": "cuda:0"}
+    assert matches(record, "HALF cuda") and not matches(record, "baseline")
+    assert matches(record, "", "running") and not matches(record, "", "failed")
+    assert progress_bar(60, 100) == "▰▰▰▱▱ 60/100" and progress_bar(0, None) == "0/-"
+
+
+# --- the app ----------------------------------------------------------------------------------
+@sync
+async def test_runs_table_lists_runs_newest_first_and_filters(logs: Path):
+    app = app_for(logs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        assert isinstance(app.screen, RunsScreen)
+        assert table_ids(app) == ["live0001", "fail0001", "done0001"]
+        table = app.screen.query_one("#runs-table", DataTable)
+        assert str(table.get_cell("live0001", "status")) == "running"
+        assert str(table.get_cell("done0001", "step")).endswith("100/100")
+        await pilot.press("slash")
+        assert isinstance(app.focused, Input)
+        await pilot.press(*"half")
+        assert table_ids(app) == ["live0001", "fail0001"]
+        await pilot.press("enter")  # back to the table
+        assert isinstance(app.focused, DataTable)
+        await pilot.press("s")  # status: running
+        assert table_ids(app) == ["live0001"]
+        await pilot.press("s")  # queued
+        assert table_ids(app) == []
+        await pilot.press("slash", *["backspace"] * 4, "escape")
+        await pilot.press(*["s"] * 5)  # round to "all" again
+        assert table_ids(app) == ["live0001", "fail0001", "done0001"]
+
+
+@sync
+async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: Path, sleeper):
+    app = app_for(logs)
+    events = logs / "live0001" / "events.jsonl"
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        table = app.screen.query_one("#runs-table", DataTable)
+        assert str(table.get_cell("live0001", "step")).endswith("10/100")
+        await pilot.press("enter")  # the newest run is highlighted
+        assert isinstance(app.screen, RunScreen) and app.screen.run_id == "live0001"
+        screen = app.screen
+        await settle(pilot, app, lambda: len(screen.tail.series["subset.dist"]) == 2)
+        assert screen.query_one("#chart-dist").points == 4  # subset + fixed, 2 points each
+        assert "running" in str(screen.query_one("#run-header").render())
+        append(events, movement(20), movement(30))
+        await settle(pilot, app, lambda: len(screen.tail.series["subset.dist"]) == 4, timeout=5)
+        await settle(pilot, app, lambda: screen.query_one("#chart-dist").points == 8)
+        assert screen.query_one("#run-layers", DataTable).row_count == 4  # subset/fixed: all + 1 layer
+        await pilot.press("3")
+        assert "worker says hello" in "\n".join(screen.query_one("#run-log").lines)
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await settle(pilot, app, lambda: str(table.get_cell("live0001", "step")).endswith("30/100"))
+        assert table_ids(app)[0] == "live0001" and table.cursor_row == 0
+        await pilot.press("q")
+    assert app.return_code == 0
+    assert sleeper.poll() is None  # quitting the TUI leaves the run's process alone
+
+
+@sync
+async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
+    app = app_for(logs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await pilot.press("down")  # a failed run: nothing to cancel
+        await pilot.press("c")
+        assert not (logs / "fail0001" / "cancel.request").exists()
+        await pilot.press("up", "c")
+        assert (logs / "live0001" / "cancel.request").exists()
+        await pilot.press("question_mark")
+        assert "HelpScreen" == type(app.screen).__name__
+        await pilot.press("escape")
+        assert isinstance(app.screen, RunsScreen)
+        await pilot.press("q")
+    assert app.return_code == 0 and not app.is_running
+    sleeper.wait(timeout=5)  # it was the "worker": cancel sent it SIGTERM
+
+
+@sync
+async def test_resume_starts_workbench_resume_in_its_own_session(logs: Path, monkeypatch):
+    from types import SimpleNamespace
+
+    from workbench.tui.screens import actions
+
+    started = []
+
+    class FakeProcess:
+        def __init__(self, args, **kwargs):
+            started.append((args, kwargs))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(actions, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
+    app = app_for(logs)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await pilot.press("r")  # the running run: not resumable
+        assert started == []
+        await pilot.press("down", "r")
+    (args, kwargs), = started
+    assert args == [str(Path(sys.executable).parent / "workbench"), "resume", "fail0001", "--logs-dir", str(logs)]
+    assert kwargs["start_new_session"] is True and kwargs["stdout"] == subprocess.DEVNULL
+
+
+@sync
+async def test_opening_on_a_run_id(logs: Path):
+    app = app_for(logs, run_id="done")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunScreen) and app.screen.run_id == "done0001"
+        await settle(pilot, app, lambda: "completed" in str(app.screen.query_one("#run-header").render()))
+
+
+def test_the_tui_imports_no_torch():
+    code = "import workbench.tui, workbench.tui.app, sys; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+
+
+def test_run_screen_snapshot(tmp_path: Path, snap_compare):
+    """The Run screen of a finished run at 80x24 (pytest-textual-snapshot; refresh the saved
+    SVG with `pytest tests/test_tui.py --snapshot-update` after a deliberate change)."""
+    logs = tmp_path / "logs"
+    make_run(logs, "done0001", "baseline", "completed", 1_700_000_000.0)
+    app = app_for(logs, run_id="done0001")
+
+    async def loaded(pilot) -> None:
+        await settle(pilot, app, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#chart-dist").points == 6)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=loaded)

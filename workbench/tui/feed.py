@@ -1,0 +1,201 @@
+"""The TUI's data layer: the runs in the store, and one run's events and log followed as
+they grow. Torch-free, UI-free and safe to call from a worker thread; unit-tested alone.
+
+`EventsTail` reads only the bytes appended since its last poll (engine.events.read_events
+with an offset) and keeps per-step series; a `start` event with `resumed_from` N drops
+what an earlier attempt wrote after step N, by the rule engine.events.run_events applies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.events import EVENTS_FILE, read_events
+from workbench.runner import refresh_active
+from workbench.store import Store
+
+SUBSETS = ("subset", "fixed")
+MOVEMENT_METRICS = ("dist", "speed", "cos")
+EVAL_METRICS = ("train_loss", "eval_loss", "eval_acc")
+STATUSES = ("all", "running", "queued", "completed", "failed", "cancelled", "lost")
+LOG_FILE = "worker.log"
+
+
+# --- the runs list ---------------------------------------------------------------------------
+class RunFeed:
+    """Every run in the store, newest first; active ones re-read from their folders."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = Path(logs_dir)
+
+    def poll(self) -> list[dict[str, Any]]:
+        if not self.logs_dir.is_dir():  # nothing run yet: do not create the folder just by looking
+            return []
+        records = refresh_active(Store(self.logs_dir))
+        return sorted(records, key=lambda r: (r.get("created") or 0, r.get("run_id", "")), reverse=True)
+
+
+def matches(record: dict[str, Any], text: str = "", status: str = "all") -> bool:
+    """Whether a run passes the filter: `status` exactly (unless "all"), and every word of
+    `text` found (case-insensitive) in its id, experiment, status or device."""
+    if status != "all" and record.get("status") != status:
+        return False
+    haystack = " ".join(str(record.get(k) or "") for k in ("run_id", "experiment", "status", "device")).lower()
+    return all(word in haystack for word in text.lower().split())
+
+
+def progress_bar(step: int | None, steps: int | None, width: int = 5) -> str:
+    """`▰▰▱▱▱  40/100`: a short text bar and the step count."""
+    if not steps:
+        return f"{step if step is not None else '-'}/-"
+    done = max(0, min(width, round(width * (step or 0) / steps)))
+    return "▰" * done + "▱" * (width - done) + f" {step or 0}/{steps}"
+
+
+def age(timestamp: float | None, now: float | None = None) -> str:
+    if not timestamp:
+        return "-"
+    seconds = max(0.0, (now or time.time()) - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def short_number(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+# --- one run's events ----------------------------------------------------------------------------
+@dataclass
+class Series:
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+    def add(self, step: int, value: Any) -> None:
+        if isinstance(value, (int, float)):
+            self.steps.append(step)
+            self.values.append(float(value))
+
+    def keep(self, predicate) -> None:
+        pairs = [(s, v) for s, v in zip(self.steps, self.values) if predicate(s)]
+        self.steps = [s for s, _ in pairs]
+        self.values = [v for _, v in pairs]
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _survives(cut: int):
+    """The events.run_events rule: after a resume from step `cut`, a step survives when it is
+    below the cut, or equal to it when the cut is past 0 (restarting from 0 redoes step 0)."""
+    return lambda step: step < cut or 0 < cut == step
+
+
+class EventsTail:
+    """A run's events.jsonl followed incrementally. `version` grows whenever anything changed."""
+
+    def __init__(self, path: Path) -> None:
+        path = Path(path)
+        self.path = path / EVENTS_FILE if path.is_dir() else path
+        self.offset = 0
+        self.version = 0
+        self.series: dict[str, Series] = {}
+        self.start: dict[str, Any] = {}
+        self.end: dict[str, Any] | None = None
+        self.step = 0
+        self._movements: list[dict[str, Any]] = []  # kept movement events (newest last)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.offset = 0
+        self.series = {f"{s}.{m}": Series() for s in SUBSETS for m in MOVEMENT_METRICS}
+        self.series.update({m: Series() for m in EVAL_METRICS})
+        self.start, self.end, self.step = {}, None, 0
+        self._movements = []
+
+    @property
+    def latest_movement(self) -> dict[str, Any] | None:
+        return self._movements[-1] if self._movements else None
+
+    def poll(self) -> bool:
+        """Read what was appended since the last poll; True when anything new arrived."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size < self.offset:  # the file was replaced or truncated: start over
+            self._reset()
+            self.version += 1
+        events, self.offset = read_events(self.path, self.offset)
+        for event in events:
+            self._take(event)
+        if events:
+            self.version += 1
+        return bool(events)
+
+    def _take(self, event: dict[str, Any]) -> None:
+        kind, step = event.get("type"), event.get("step")
+        if kind == "start":
+            if event.get("resumed_from") is not None:
+                self._cut(int(event["resumed_from"]))
+            self.start, self.end = event, None
+        elif kind == "movement" and isinstance(step, int):
+            for subset in SUBSETS:
+                figures = (event.get("subsets") or {}).get(subset) or {}
+                for metric in MOVEMENT_METRICS:
+                    self.series[f"{subset}.{metric}"].add(step, figures.get(metric))
+            self._movements.append(event)
+        elif kind == "eval" and isinstance(step, int):
+            for metric in EVAL_METRICS:
+                self.series[metric].add(step, event.get(metric))
+        elif kind == "end":
+            self.end = event
+        if isinstance(step, int) and kind != "start":
+            self.step = max(self.step, step)
+        elif kind == "start":
+            self.step = step or 0
+
+    def _cut(self, cut: int) -> None:
+        keep = _survives(cut)
+        for series in self.series.values():
+            series.keep(keep)
+        self._movements = [m for m in self._movements if keep(m["step"])]
+        self.step = cut
+
+
+class LogTail:
+    """The last `limit` lines of a text file, read incrementally (a worker's worker.log)."""
+
+    def __init__(self, path: Path, limit: int = 500) -> None:
+        self.path = Path(path)
+        self.limit = limit
+        self.offset = 0
+        self._partial = b""
+        self.lines: list[str] = []
+
+    def poll(self) -> list[str]:
+        """The complete lines appended since the last poll."""
+        try:
+            size = self.path.stat().st_size
+            if size < self.offset:
+                self.offset, self._partial = 0, b""
+            with open(self.path, "rb") as file:
+                file.seek(self.offset)
+                data = file.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(data)
+        data = self._partial + data
+        cut = data.rfind(b"\n") + 1
+        self._partial = data[cut:]
+        new = data[:cut].decode("utf-8", errors="replace").splitlines()
+        self.lines = (self.lines + new)[-self.limit:]
+        return new

@@ -1,0 +1,163 @@
+"""One run, live: movement charts (subset vs fixed), loss/accuracy, per-layer movement and
+the worker's log, all followed incrementally once a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
+
+from engine.events import EVENTS_FILE
+from workbench.records import with_liveness
+from workbench.store import Store
+from workbench.tables import STATUS_STYLE
+from workbench.tui.feed import SUBSETS, EventsTail, LogTail, LOG_FILE, progress_bar, short_number
+from workbench.tui.screens.actions import cancel_run, resume_run
+from workbench.tui.widgets.chart import MetricChart
+
+POLL_SECONDS = 1.0
+LAYER_METRICS = ("dist", "rel", "speed", "cos")
+
+
+class RunScreen(Screen):
+    HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "cancel_run", "Cancel run"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("1", "tab('charts')", "Charts"),
+        Binding("2", "tab('layers')", "Layers"),
+        Binding("3", "tab('log')", "Log"),
+    ]
+
+    def __init__(self, record: dict[str, Any], logs_dir: Path) -> None:
+        super().__init__(id="run-screen")
+        self.record = record
+        self.run_id = record["run_id"]
+        self.logs_dir = Path(logs_dir)
+        self.run_dir = Path(record.get("run_dir") or self.logs_dir / self.run_id)
+        self.tail = EventsTail(self.run_dir / EVENTS_FILE)
+        self.log_tail = LogTail(self.run_dir / LOG_FILE)
+        self._drawn_version = -1
+        self._layers_step: int | None = None
+        self._polling = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="run-header")
+        with TabbedContent(id="run-tabs", initial="charts"):
+            with TabPane("Charts", id="charts"):
+                with Grid(id="run-charts"):
+                    yield MetricChart("dist from init", id="chart-dist")
+                    yield MetricChart("speed", id="chart-speed")
+                    yield MetricChart("cos to init", id="chart-cos")
+                    yield MetricChart("loss / acc (right)", right=("eval_acc",), id="chart-loss")
+            with TabPane("Layers", id="layers"):
+                yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True)
+            with TabPane("Log", id="log"):
+                yield Log(id="run-log", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#run-layers", DataTable)
+        table.add_column("subset", key="subset")
+        table.add_column("layer", key="layer")
+        for metric in LAYER_METRICS:
+            table.add_column(metric, key=metric)
+        self.show_header()
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # polling ------------------------------------------------------------------------------
+    def poll(self) -> None:
+        if not self._polling:
+            self._polling = True
+            self._load()
+
+    @work(thread=True, exit_on_error=False, group="run-poll")
+    def _load(self) -> None:
+        try:
+            self.tail.poll()
+            lines = self.log_tail.poll()
+            record = Store(self.logs_dir).get(self.run_id) if self.logs_dir.is_dir() else None
+            record = with_liveness(record) if record else None
+        except Exception as exc:  # keep the screen alive; say what went wrong
+            self.app.call_from_thread(self._apply, [], None, f"cannot read run: {exc}")
+            return
+        self.app.call_from_thread(self._apply, lines, record, "")
+
+    def _apply(self, lines: list[str], record: dict[str, Any] | None, error: str) -> None:
+        self._polling = False
+        if self not in self.app.screen_stack:  # closed (escape) while its poll was under way
+            return
+        if record:
+            self.record = record
+        if lines:
+            self.query_one("#run-log", Log).write_lines(lines)
+        if self.tail.version != self._drawn_version:
+            self._drawn_version = self.tail.version
+            self.draw()
+        self.show_header(error)
+
+    # drawing --------------------------------------------------------------------------------
+    def status(self) -> str:
+        if self.tail.end:  # the events file is the newest word on a finished run
+            return self.tail.end.get("status", "?")
+        return self.record.get("status") or "?"
+
+    def show_header(self, error: str = "") -> None:
+        record, status = self.record, self.status()
+        step = max(self.tail.step, record.get("step") or 0)
+        header = Text.assemble(
+            (self.run_id, "bold"), " ", (record.get("experiment") or "-"), "  ",
+            (status, STATUS_STYLE.get(status, "")), "  ",
+            progress_bar(step, record.get("steps"), width=10), "  ",
+            ("on ", "dim"), record.get("device") or self.tail.start.get("device") or "-",
+        )
+        if error or record.get("error"):
+            header.append("\n" + (error or record["error"]), style="red")
+        self.query_one("#run-header", Static).update(header)
+
+    def draw(self) -> None:
+        series = self.tail.series
+        for metric in ("dist", "speed", "cos"):
+            self.query_one(f"#chart-{metric}", MetricChart).show({s: series[f"{s}.{metric}"] for s in SUBSETS})
+        self.query_one("#chart-loss", MetricChart).show(
+            {name: series[name] for name in ("train_loss", "eval_loss", "eval_acc")}
+        )
+        latest = self.tail.latest_movement
+        step = latest["step"] if latest else None
+        if step != self._layers_step:
+            self._layers_step = step
+            self.show_layers(latest)
+
+    def show_layers(self, movement: dict[str, Any] | None) -> None:
+        table = self.query_one("#run-layers", DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for subset, figures in ((movement or {}).get("subsets") or {}).items():
+            table.add_row(Text(subset, style="bold"), "all", *(short_number(figures.get(m)) for m in LAYER_METRICS))
+            for layer, layer_figures in (figures.get("layers") or {}).items():
+                table.add_row("", layer, *(short_number(layer_figures.get(m)) for m in LAYER_METRICS))
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1), animate=False)
+
+    # actions --------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#run-tabs", TabbedContent).active = tab
+
+    def action_cancel_run(self) -> None:
+        self.notify(cancel_run({**self.record, "status": self.status()}, self.logs_dir))
+        self.poll()
+
+    def action_resume_run(self) -> None:
+        self.notify(resume_run({**self.record, "status": self.status()}, self.logs_dir))

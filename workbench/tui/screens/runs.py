@@ -1,0 +1,212 @@
+"""The start screen: every run, live, with a text filter and a status filter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets.data_table import RowDoesNotExist
+
+from workbench.tables import STATUS_STYLE
+from workbench.tui.feed import STATUSES, RunFeed, age, matches, progress_bar, short_number
+from workbench.tui.screens.actions import cancel_run, resume_run
+
+POLL_SECONDS = 1.0
+COLUMNS = (  # key, label
+    ("run", "run"),
+    ("experiment", "experiment"),
+    ("status", "status"),
+    ("device", "device"),
+    ("step", "step"),
+    ("subset", "subset"),
+    ("fixed", "fixed"),
+    ("age", "age"),
+)
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def row_cells(record: dict[str, Any]) -> list[Any]:
+    status = record.get("status") or "?"
+    return [
+        record["run_id"],
+        clip(record.get("experiment") or "-", 13),
+        Text(status, style=STATUS_STYLE.get(status, "")),
+        record.get("device") or "-",
+        progress_bar(record.get("step"), record.get("steps")),
+        short_number(record.get("subset_dist")),
+        short_number(record.get("fixed_dist")),
+        age(record.get("created")),
+    ]
+
+
+class RunsScreen(Screen):
+    HELP_EXTRA = [("enter", "Open the highlighted run"), ("escape", "Leave the filter")]
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=False),
+        Binding("slash", "filter", "Filter", key_display="/"),
+        Binding("s", "cycle_status", "Status"),
+        Binding("c", "cancel_run", "Cancel run"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("n", "compose", "New"),
+    ]
+
+    def __init__(self, logs_dir: Path, experiments: Path) -> None:
+        super().__init__(id="runs-screen")
+        self.logs_dir = Path(logs_dir)
+        self.experiments = Path(experiments)
+        self.feed = RunFeed(self.logs_dir)
+        self.records: dict[str, dict[str, Any]] = {}  # every run, by id (the filter not applied)
+        self.order: list[str] = []  # the newest-first ids of every run
+        self.status_filter = "all"
+        self._polling = False
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="runs-bar"):
+            yield Input(placeholder="/ filter: id, experiment, status, device", id="runs-filter")
+            yield Static("status: all", id="runs-status-filter")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="runs-info")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        table.focus()
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # polling: the store is read in a thread, the table is changed on the UI thread ----------
+    def poll(self) -> None:
+        if not self._polling:
+            self._polling = True
+            self._load()
+
+    @work(thread=True, exit_on_error=False, group="runs-poll")
+    def _load(self) -> None:
+        try:
+            records = self.feed.poll()
+            error = ""
+        except Exception as exc:  # a stuck lock or a bad file must not take the UI down
+            records, error = None, f"cannot read runs: {exc}"
+        self.app.call_from_thread(self._apply, records, error)
+
+    def _apply(self, records: list[dict[str, Any]] | None, error: str = "") -> None:
+        self._polling = False
+        if self not in self.app.screen_stack:  # closed while its poll was under way
+            return
+        if records is not None:
+            self.records = {r["run_id"]: r for r in records}
+            self.order = [r["run_id"] for r in records]
+        self.show(error)
+
+    def visible_ids(self) -> list[str]:
+        text = self.query_one("#runs-filter", Input).value
+        return [i for i in self.order if matches(self.records[i], text, self.status_filter)]
+
+    def show(self, error: str = "") -> None:
+        """Bring the table up to date, changing cells in place when the rows are the same ones
+        in the same order; otherwise rebuild it, keeping the cursor on the same run."""
+        table = self.query_one("#runs-table", DataTable)
+        ids = self.visible_ids()
+        current = [row.key.value for row in table.ordered_rows]
+        if ids == current:
+            for run_id in ids:
+                for (key, _), value in zip(COLUMNS, row_cells(self.records[run_id])):
+                    if str(table.get_cell(run_id, key)) != str(value):
+                        table.update_cell(run_id, key, value, update_width=True)
+        else:
+            highlighted = self.highlighted_id()
+            table.clear()
+            for run_id in ids:
+                table.add_row(*row_cells(self.records[run_id]), key=run_id)
+            if highlighted in ids:
+                table.move_cursor(row=ids.index(highlighted), animate=False)
+        shown = f"{len(ids)} of {len(self.order)} runs" if len(ids) != len(self.order) else f"{len(ids)} runs"
+        self.query_one("#runs-info", Static).update(error or f"{shown} in {self.logs_dir}")
+
+    def highlighted_id(self) -> str | None:
+        table = self.query_one("#runs-table", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except (RowDoesNotExist, Exception):
+            return None
+
+    def highlighted(self) -> dict[str, Any] | None:
+        run_id = self.highlighted_id()
+        return self.records.get(run_id) if run_id else None
+
+    # filters -----------------------------------------------------------------------------------
+    @on(Input.Changed, "#runs-filter")
+    def _filter_changed(self) -> None:
+        self.show()
+
+    @on(Input.Submitted, "#runs-filter")
+    def _filter_done(self) -> None:
+        self.query_one("#runs-table", DataTable).focus()
+
+    def action_filter(self) -> None:
+        self.query_one("#runs-filter", Input).focus()
+
+    def action_cycle_status(self) -> None:
+        self.status_filter = STATUSES[(STATUSES.index(self.status_filter) + 1) % len(STATUSES)]
+        self.query_one("#runs-status-filter", Static).update(f"status: {self.status_filter}")
+        self.show()
+
+    def key_escape(self) -> None:
+        filter_input = self.query_one("#runs-filter", Input)
+        if filter_input.has_focus:
+            self.query_one("#runs-table", DataTable).focus()
+
+    # actions on the highlighted run ---------------------------------------------------------
+    @on(DataTable.RowSelected, "#runs-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        self.open_run(event.row_key.value)
+
+    def action_open(self) -> None:
+        run_id = self.highlighted_id()
+        if run_id:
+            self.open_run(run_id)
+
+    def open_run(self, run_id: str) -> None:
+        from workbench.tui.screens.run import RunScreen
+
+        record = self.records.get(run_id)
+        if record:
+            self.app.push_screen(RunScreen(record, self.logs_dir))
+
+    def action_cancel_run(self) -> None:
+        record = self.highlighted()
+        if record:
+            self.notify(cancel_run(record, self.logs_dir))
+            self.poll()
+
+    def action_resume_run(self) -> None:
+        record = self.highlighted()
+        if record:
+            self.notify(resume_run(record, self.logs_dir))
+
+    def action_compose(self) -> None:
+        try:
+            from workbench.tui.screens.compose import ComposeScreen
+        except ImportError:
+            self.notify("compose not available", severity="warning")
+            return
+        self.app.push_screen(ComposeScreen(experiments_path=self.experiments, logs_dir=self.logs_dir), self._composed)
+
+    def _composed(self, run_ids: list[str] | None) -> None:
+        if run_ids:
+            self.notify(f"launched {', '.join(run_ids)}")
+        self.poll()

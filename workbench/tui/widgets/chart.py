@@ -1,0 +1,49 @@
+"""A live line chart: a PlotextPlot whose lines are replaced in place, then refreshed once
+(no widget is rebuilt, so a 1 s update does not flicker)."""
+
+from __future__ import annotations
+
+from textual_plotext import PlotextPlot
+
+from workbench.tui.feed import Series
+
+# Stable colours: the same line has the same colour on every chart and every redraw.
+LINE_COLOURS = {
+    "subset": "cyan+",
+    "fixed": "orange+",
+    "train_loss": "magenta+",
+    "eval_loss": "red+",
+    "eval_acc": "green+",
+}
+
+
+class MetricChart(PlotextPlot):
+    """Lines `{label: Series}` over steps; labels listed in `right` use the right-hand axis."""
+
+    def __init__(self, title: str, *, right: tuple[str, ...] = (), id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.chart_title = title
+        self.right = right
+        self.points = 0  # how many points the chart currently draws (what tests look at)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.plt.title(self.chart_title)
+
+    def show(self, lines: dict[str, Series]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        self.points = 0
+        for label, series in lines.items():
+            if not len(series):
+                continue
+            plt.plot(
+                series.steps,
+                series.values,
+                label=label,
+                color=LINE_COLOURS.get(label, "default"),
+                marker="braille",
+                yside="right" if label in self.right else "left",
+            )
+            self.points += len(series)
+        self.refresh()
