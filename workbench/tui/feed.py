@@ -16,6 +16,7 @@ from typing import Any
 from engine.events import EVENTS_FILE, read_events
 from workbench.runner import refresh_active
 from workbench.store import Store
+from workbench.tables import number
 
 SUBSETS = ("subset", "fixed")
 MOVEMENT_METRICS = ("dist", "speed", "cos")
@@ -66,11 +67,7 @@ def age(timestamp: float | None, now: float | None = None) -> str:
 
 
 def short_number(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
+    return number(value, digits)
 
 
 # --- one run's events ----------------------------------------------------------------------------

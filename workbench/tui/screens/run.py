@@ -15,8 +15,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
-from workbench.records import with_liveness
-from workbench.store import Store
+from workbench.records import record_from_folder
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import SUBSETS, EventsTail, LogTail, LOG_FILE, progress_bar, short_number
 from workbench.tui.screens.actions import cancel_run, resume_run
@@ -85,8 +84,9 @@ class RunScreen(Screen):
         try:
             self.tail.poll()
             lines = self.log_tail.poll()
-            record = Store(self.logs_dir).get(self.run_id) if self.logs_dir.is_dir() else None
-            record = with_liveness(record) if record else None
+            # The folder is the truth (and carries a fresh heartbeat): a stored record of a
+            # live run can be seconds old, and judging liveness from it would say lost.
+            record = record_from_folder(self.run_dir)
         except Exception as exc:  # keep the screen alive; say what went wrong
             self.app.call_from_thread(self._apply, [], None, f"cannot read run: {exc}")
             return
