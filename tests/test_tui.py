@@ -288,3 +288,22 @@ def test_run_screen_snapshot(tmp_path: Path, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
+
+
+@sync
+async def test_rerun_with_changes_opens_compose_on_the_runs_spec(logs: Path, tmp_path: Path):
+    from workbench.tui.screens.compose import ComposeScreen
+    from workbench.tui.spec_form import SpecForm
+
+    spec = json.loads((logs / "done0001" / "spec.json").read_text())
+    app = app_for(logs, run_id="done")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert isinstance(app.screen, RunScreen)
+        await pilot.press("e")
+        await settle(pilot, app, lambda: isinstance(app.screen, ComposeScreen))
+        values = app.screen.query_one(SpecForm).value()
+        for key in ("seed", "freeze"):
+            assert values[key] == spec[key]
+        assert values["partition"]["strategy"] == spec["partition"]["strategy"]
+        assert values["train"]["steps"] == spec["train"]["steps"]

@@ -31,6 +31,7 @@ class RunScreen(Screen):
         Binding("escape", "back", "Back"),
         Binding("c", "cancel_run", "Cancel run"),
         Binding("r", "resume_run", "Resume"),
+        Binding("e", "rerun", "Re-run with changes"),
         Binding("1", "tab('charts')", "Charts"),
         Binding("2", "tab('layers')", "Layers"),
         Binding("3", "tab('log')", "Log"),
@@ -161,3 +162,14 @@ class RunScreen(Screen):
 
     def action_resume_run(self) -> None:
         self.notify(resume_run({**self.record, "status": self.status()}, self.logs_dir))
+
+    def action_rerun(self) -> None:
+        """Compose a new experiment starting from exactly this run's spec."""
+        from engine.run_folder import read_json
+        from workbench.tui.screens.compose import ComposeScreen
+
+        spec = read_json(self.run_dir / "spec.json") or {}
+        spec.pop("description", None)
+        base = self.record.get("experiment")
+        screen = ComposeScreen(self.app.experiments, self.logs_dir, base=base, initial=spec)
+        self.app.push_screen(screen, lambda ids: ids and self.notify(f"launched {', '.join(ids)}"))
