@@ -23,7 +23,7 @@ from engine.events import EventWriter
 from engine.run_folder import RunFolder, atomic_write_json, read_json
 from engine.spec import ExperimentSpec, SpecError
 from workbench.heartbeat import HEARTBEAT_FILE
-from workbench.queue import default_max_per_device
+from workbench.queue import DeviceQueue, default_max_per_device
 from workbench.records import ACTIVE, LAUNCH_FILE, process_alive, record_from_folder
 from workbench.store import Store
 from workbench.worker import CANCEL_FILE
@@ -82,7 +82,10 @@ def _launch(folder: RunFolder, experiment: str, store: Store, launcher: Launcher
     submitted = time.time()
     with EventWriter(folder.events_path) as events:
         events.write({"type": "queued", "time": submitted})
-    args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(time.time_ns())]
+    submitted_ns = time.time_ns()
+    device = ExperimentSpec.model_validate(folder.spec()).device
+    DeviceQueue(folder.path.parent, device, max_per_device).enqueue(folder.run_id, submitted_ns)
+    args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(submitted_ns)]
     launched = launcher.launch(folder, args + (["--resume"] if resume else []))
     launch = read_json(folder.path / LAUNCH_FILE) or {}
     atomic_write_json(
