@@ -27,6 +27,9 @@ class WorkbenchApp(App):
     BINDINGS = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
+        # Not in every footer (80 columns are taken by each screen's own keys): `?` and the
+        # palette list it.
+        Binding("t", "studies", "Studies", show=False),
     ]
 
     def __init__(self, logs_dir: Path, experiments: Path, run_id: str | None = None) -> None:
@@ -58,8 +61,18 @@ class WorkbenchApp(App):
             binding = active.binding
             if binding.description and binding.show:  # the footer's keys, not every widget's
                 keys.append((binding.key_display or self.get_key_display(binding), binding.description))
+        if "studies" in {a.binding.action for a in screen.active_bindings.values()}:
+            keys.append(("t", "Studies"))
         keys.append(("ctrl+p", "Command palette"))
         return keys
+
+    def action_studies(self) -> None:
+        """The studies of the experiments file: progress, launch, verdict."""
+        from workbench.tui.screens.studies import StudiesScreen
+
+        if isinstance(self.screen, StudiesScreen):
+            return
+        self.push_screen(StudiesScreen(self.experiments, self.logs_dir))
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
@@ -81,4 +94,6 @@ class WorkbenchApp(App):
                 f"same as the key {display}",
                 partial(active.node.run_action, binding.action),
             )
+        if "studies" not in seen:  # a screen that shadows `t` still reaches the studies
+            yield SystemCommand("Studies", "every study: progress, launch, verdict", self.action_studies)
 

@@ -29,7 +29,7 @@ class RunScreen(Screen):
     HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("c", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
         Binding("e", "rerun", "Re-run with changes"),
         Binding("1", "tab('charts')", "Charts"),

@@ -35,10 +35,14 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def row_cells(record: dict[str, Any]) -> list[Any]:
+MARK = "●"
+
+
+def row_cells(record: dict[str, Any], marked: bool = False) -> list[Any]:
     status = record.get("status") or "?"
+    run_id = record["run_id"]
     return [
-        record["run_id"],
+        Text(f"{MARK} {run_id}", style="bold yellow") if marked else run_id,
         clip(record.get("experiment") or "-", 13),
         Text(status, style=STATUS_STYLE.get(status, "")),
         record.get("device") or "-",
@@ -50,14 +54,22 @@ def row_cells(record: dict[str, Any]) -> list[Any]:
 
 
 class RunsScreen(Screen):
-    HELP_EXTRA = [("enter", "Open the highlighted run"), ("escape", "Leave the filter")]
+    # Not in the footer (80 columns are full), listed by `?` and the palette instead.
+    HELP_EXTRA = [
+        ("enter", "Open the highlighted run"),
+        ("escape", "Leave the filter"),
+        ("␣", "Mark / unmark a run to compare"),
+        ("t", "Studies"),
+    ]
     BINDINGS = [
         Binding("enter", "open", "Open", show=False),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("s", "cycle_status", "Status"),
-        Binding("c", "cancel_run", "Cancel run"),
+        Binding("c", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
         Binding("n", "compose", "New"),
+        Binding("space", "mark", "Mark", key_display="␣", show=False),
+        Binding("m", "compare", "Compare"),
     ]
 
     def __init__(self, logs_dir: Path, experiments: Path) -> None:
@@ -68,6 +80,7 @@ class RunsScreen(Screen):
         self.records: dict[str, dict[str, Any]] = {}  # every run, by id (the filter not applied)
         self.order: list[str] = []  # the newest-first ids of every run
         self.status_filter = "all"
+        self.marked: set[str] = set()  # ids marked with space for the Compare screen (kept across polls)
         self._polling = False
 
     def compose(self) -> ComposeResult:
@@ -122,17 +135,19 @@ class RunsScreen(Screen):
         current = [row.key.value for row in table.ordered_rows]
         if ids == current:
             for run_id in ids:
-                for (key, _), value in zip(COLUMNS, row_cells(self.records[run_id])):
+                for (key, _), value in zip(COLUMNS, row_cells(self.records[run_id], run_id in self.marked)):
                     if str(table.get_cell(run_id, key)) != str(value):
                         table.update_cell(run_id, key, value, update_width=True)
         else:
             highlighted = self.highlighted_id()
             table.clear()
             for run_id in ids:
-                table.add_row(*row_cells(self.records[run_id]), key=run_id)
+                table.add_row(*row_cells(self.records[run_id], run_id in self.marked), key=run_id)
             if highlighted in ids:
                 table.move_cursor(row=ids.index(highlighted), animate=False)
         shown = f"{len(ids)} of {len(self.order)} runs" if len(ids) != len(self.order) else f"{len(ids)} runs"
+        marked = len(self.marked_ids())
+        shown += f", {marked} marked" if marked else ""
         self.query_one("#runs-info", Static).update(error or f"{shown} in {self.logs_dir}")
 
     def highlighted_id(self) -> str | None:
@@ -186,6 +201,27 @@ class RunsScreen(Screen):
         record = self.records.get(run_id)
         if record:
             self.app.push_screen(RunScreen(record, self.logs_dir))
+
+    # marking and comparing --------------------------------------------------------------------
+    def marked_ids(self) -> list[str]:
+        """The marked runs still in the store, newest first."""
+        return [i for i in self.order if i in self.marked]
+
+    def action_mark(self) -> None:
+        run_id = self.highlighted_id()
+        if not run_id:
+            return
+        self.marked.symmetric_difference_update({run_id})
+        self.show()  # the row's id cell gains or loses its mark
+
+    def action_compare(self) -> None:
+        ids = self.marked_ids()
+        if len(ids) < 2:
+            self.notify("mark two or more runs with space", severity="warning")
+            return
+        from workbench.tui.screens.compare import CompareScreen
+
+        self.app.push_screen(CompareScreen([self.records[i] for i in ids], self.logs_dir))
 
     def action_cancel_run(self) -> None:
         record = self.highlighted()

@@ -1,0 +1,227 @@
+"""Two or more runs side by side: each run's movement and eval curves overlaid (one colour
+per run, the same on every chart), and the spec fields where the runs differ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+
+from engine.events import EVENTS_FILE
+from engine.run_folder import read_json
+from workbench.tui.feed import EventsTail, Series
+from workbench.tui.widgets.chart import MetricChart
+
+POLL_SECONDS = 1.0
+# (plotext colour, rich colour): run i gets PALETTE[i % len(PALETTE)] on every chart and in the legend
+PALETTE = (
+    ("cyan+", "bright_cyan"),
+    ("orange+", "dark_orange"),
+    ("magenta+", "bright_magenta"),
+    ("green+", "bright_green"),
+    ("red+", "bright_red"),
+    ("blue+", "bright_blue"),
+    ("yellow+", "bright_yellow"),
+    ("white", "white"),
+)
+# chart id -> (title, series name in EventsTail)
+CHARTS = {
+    "movement": (
+        ("cmp-subset-dist", "subset dist", "subset.dist"),
+        ("cmp-fixed-dist", "fixed dist", "fixed.dist"),
+        ("cmp-subset-speed", "subset speed", "subset.speed"),
+        ("cmp-fixed-speed", "fixed speed", "fixed.speed"),
+    ),
+    "eval": (
+        ("cmp-eval-loss", "eval loss", "eval_loss"),
+        ("cmp-eval-acc", "eval acc", "eval_acc"),
+    ),
+}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are leaves."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value} if prefix else {}
+
+
+MISSING = object()
+
+
+def spec_differences(specs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """(dotted key, one value per spec) for every key whose values are not all equal
+    (a key absent from some specs counts as differing); sorted by key."""
+    flat = [flatten(spec or {}) for spec in specs]
+    keys = sorted(set().union(*flat)) if flat else []
+    rows = []
+    for key in keys:
+        values = [f.get(key, MISSING) for f in flat]
+        if any(v != values[0] for v in values[1:]):
+            rows.append((key, values))
+    return rows
+
+
+def cell(value: Any) -> str:
+    if value is MISSING:
+        return "-"
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value)
+
+
+class CompareChart(MetricChart):
+    """A MetricChart whose line colours are given per label (per run) instead of per metric."""
+
+    def __init__(self, title: str, colours: dict[str, str], *, id: str | None = None) -> None:
+        super().__init__(title, id=id)
+        self.colours = colours
+        self.labels: list[str] = []  # the labels (run ids) currently drawn, for tests
+
+    def show(self, lines: dict[str, Series]) -> None:
+        plt = self.plt
+        plt.clear_data()
+        self.points = 0
+        self.labels = []
+        for label, series in lines.items():
+            if not len(series):
+                continue
+            plt.plot(series.steps, series.values, label=label, color=self.colours.get(label, "default"), marker="braille")
+            self.points += len(series)
+            self.labels.append(label)
+        self.refresh()
+
+
+class CompareScreen(Screen):
+    DEFAULT_CSS = """
+    #cmp-legend {
+        height: auto;
+        max-height: 2;
+        padding: 0 1;
+        background: $boost;
+    }
+    #cmp-tabs { height: 1fr; }
+    #cmp-tabs TabPane { padding: 0; }
+    #cmp-movement { grid-size: 2 2; grid-gutter: 0 1; height: 1fr; }
+    #cmp-eval { grid-size: 2 1; grid-gutter: 0 1; height: 1fr; }
+    #cmp-spec { height: 1fr; }
+    """
+    HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("1", "tab('cmp-tab-movement')", "Movement"),
+        Binding("2", "tab('cmp-tab-eval')", "Eval"),
+        Binding("3", "tab('cmp-tab-spec')", "Spec diff"),
+    ]
+
+    def __init__(self, records: list[dict[str, Any]], logs_dir: Path) -> None:
+        super().__init__(id="compare-screen")
+        self.records = list(records)
+        self.logs_dir = Path(logs_dir)
+        self.run_ids = [r["run_id"] for r in self.records]
+        self.run_dirs = {r["run_id"]: Path(r.get("run_dir") or self.logs_dir / r["run_id"]) for r in self.records}
+        self.plot_colours = {run_id: PALETTE[i % len(PALETTE)][0] for i, run_id in enumerate(self.run_ids)}
+        self.text_colours = {run_id: PALETTE[i % len(PALETTE)][1] for i, run_id in enumerate(self.run_ids)}
+        self.tails = {run_id: EventsTail(self.run_dirs[run_id] / EVENTS_FILE) for run_id in self.run_ids}
+        self.differences: list[tuple[str, list[Any]]] = []
+        self._drawn: dict[str, int] = {}
+        self._polling = False
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.legend(), id="cmp-legend")
+        with TabbedContent(id="cmp-tabs", initial="cmp-tab-movement"):
+            with TabPane("Movement", id="cmp-tab-movement"):
+                with Grid(id="cmp-movement"):
+                    for chart_id, title, _ in CHARTS["movement"]:
+                        yield CompareChart(title, self.plot_colours, id=chart_id)
+            with TabPane("Eval", id="cmp-tab-eval"):
+                with Grid(id="cmp-eval"):
+                    for chart_id, title, _ in CHARTS["eval"]:
+                        yield CompareChart(title, self.plot_colours, id=chart_id)
+            with TabPane("Spec diff", id="cmp-tab-spec"):
+                yield DataTable(id="cmp-spec", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def legend(self) -> Text:
+        text = Text()
+        for run_id, record in zip(self.run_ids, self.records):
+            if text:
+                text.append("  ")
+            text.append("● ", style=self.text_colours[run_id])
+            text.append(run_id, style=f"bold {self.text_colours[run_id]}")
+            text.append(f" {record.get('experiment') or '-'}", style="dim")
+        return text
+
+    def on_mount(self) -> None:
+        self.poll(with_specs=True)
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # polling: files are read in a thread, widgets changed on the UI thread -------------------
+    def poll(self, with_specs: bool = False) -> None:
+        if not self._polling:
+            self._polling = True
+            self._load(with_specs)
+
+    @work(thread=True, exit_on_error=False, group="compare-poll")
+    def _load(self, with_specs: bool) -> None:
+        error = ""
+        specs = None
+        try:
+            for tail in self.tails.values():
+                tail.poll()
+            if with_specs:
+                specs = [read_json(self.run_dirs[run_id] / "spec.json") or {} for run_id in self.run_ids]
+        except Exception as exc:  # keep the screen alive; say what went wrong
+            error = f"cannot read runs: {exc}"
+        self.app.call_from_thread(self._apply, specs, error)
+
+    def _apply(self, specs: list[dict[str, Any]] | None, error: str) -> None:
+        self._polling = False
+        if self not in self.app.screen_stack:  # closed while its poll was under way
+            return
+        if specs is not None:
+            self.show_specs(specs)
+        versions = {run_id: tail.version for run_id, tail in self.tails.items()}
+        if versions != self._drawn:
+            self._drawn = versions
+            self.draw()
+        if error:
+            self.query_one("#cmp-legend", Static).update(Text.assemble(self.legend(), "\n", (error, "red")))
+
+    # drawing ---------------------------------------------------------------------------------
+    def draw(self) -> None:
+        for charts in CHARTS.values():
+            for chart_id, _, name in charts:
+                lines = {run_id: self.tails[run_id].series[name] for run_id in self.run_ids}
+                self.query_one(f"#{chart_id}", CompareChart).show(lines)
+
+    def show_specs(self, specs: list[dict[str, Any]]) -> None:
+        self.differences = spec_differences(specs)
+        table = self.query_one("#cmp-spec", DataTable)
+        table.clear(columns=True)
+        table.add_column("key", key="key")
+        for run_id in self.run_ids:
+            table.add_column(Text(run_id, style=f"bold {self.text_colours[run_id]}"), key=run_id)
+        for key, values in self.differences:
+            table.add_row(key, *(cell(v) for v in values), key=key)
+        if not self.differences:
+            table.add_row("(the specs are identical)", *("" for _ in self.run_ids), key="-")
+
+    # actions -----------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_tab(self, tab: str) -> None:
+        self.query_one("#cmp-tabs", TabbedContent).active = tab

@@ -1,0 +1,404 @@
+"""The studies of experiments.json, live: which arm x seed runs exist, how far they are, and
+once every one completed, the verdict (ratios with 95% CIs, the answer, the ratio over steps).
+
+Matching runs to a study without torch. `workbench.study.gather` matches by spec digest
+after `resolve_spec_device`, which imports torch to turn "auto" into a concrete device;
+this process never imports torch. So here an arm x seed is matched to a stored run by
+comparing the run's spec.json with the arm's resolved spec, ignoring `description` (not
+part of the digest either) and, where the arm's device is "auto", `device` (a run of it
+carries the concrete device it was resolved to). Everything else must be equal, exactly as
+the digest demands; the experiment name is not compared, as the digest does not either (so
+the CLI and this screen re-use the same runs). Of several matches the best is shown:
+completed, then running, then queued (gather's preference), then a failed/cancelled/lost
+one (which `workbench study` would replace), newest first. One difference is left: with
+device "auto" a run on another device than this machine would pick is shown here, while
+`workbench study` on this machine would compute it again.
+
+All reading happens in a thread worker every POLL_SECONDS; a completed study's verdict is
+computed once per set of run folders and cached (completed runs do not change).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.widgets.data_table import RowDoesNotExist
+
+from engine.run_folder import read_json
+from engine.spec import Experiments, ResolvedStudy
+from workbench.runner import refresh_active
+from workbench.store import Store
+from workbench.tables import STATUS_STYLE
+from workbench.tui.feed import Series, progress_bar
+from workbench.tui.widgets.chart import MetricChart
+from workbench.verdict import fmt_ci, fmt_ratio, study_verdict
+
+POLL_SECONDS = 2.0
+PREFERENCE = {"completed": 0, "running": 1, "queued": 2}  # as workbench.study; anything else ranks after
+IGNORED = ("description",)  # never part of what was computed
+
+
+# --- matching, torch-free -------------------------------------------------------------------
+def comparable(spec: dict[str, Any], ignore_device: bool) -> dict[str, Any]:
+    drop = IGNORED + (("device",) if ignore_device else ())
+    return {k: v for k, v in spec.items() if k not in drop}
+
+
+def _rank(record: dict[str, Any]) -> tuple[int, float]:
+    return PREFERENCE.get(record.get("status") or "", 3), -(record.get("created") or 0)
+
+
+@dataclass
+class StudyState:
+    """One study as this screen shows it."""
+
+    name: str
+    description: str = ""
+    arms: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    reference: str = ""
+    runs: dict[str, dict[int, dict[str, Any] | None]] = field(default_factory=dict)  # arm -> seed -> record
+    verdict: dict[str, Any] | None = None
+    error: str = ""
+
+    def records(self) -> list[dict[str, Any] | None]:
+        return [record for seeds in self.runs.values() for record in seeds.values()]
+
+    @property
+    def total(self) -> int:
+        return len(self.arms) * len(self.seeds)
+
+    def count(self, *statuses: str) -> int:
+        return sum(1 for r in self.records() if r and (not statuses or r.get("status") in statuses))
+
+    @property
+    def complete(self) -> bool:
+        records = self.records()
+        return bool(records) and all(r and r.get("status") == "completed" for r in records)
+
+
+class StudyMatcher:
+    """Reads the store and run folders (spec.json cached per folder: it never changes)."""
+
+    def __init__(self, experiments_path: Path, logs_dir: Path) -> None:
+        self.experiments_path = Path(experiments_path)
+        self.logs_dir = Path(logs_dir)
+        self._specs: dict[str, dict[str, Any] | None] = {}
+        self._verdicts: dict[tuple, dict[str, Any]] = {}
+
+    def spec_of(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        run_dir = record.get("run_dir") or ""
+        if run_dir not in self._specs:
+            self._specs[run_dir] = read_json(Path(run_dir) / "spec.json") if run_dir else None
+        return self._specs[run_dir]
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.logs_dir.is_dir():  # nothing run yet: do not create the folder by looking
+            return []
+        return [r for r in refresh_active(Store(self.logs_dir)) if Path(r.get("run_dir") or "").is_dir()]
+
+    def match(self, resolved: ResolvedStudy, records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any] | None]]:
+        runs: dict[str, dict[int, dict[str, Any] | None]] = {}
+        for arm, seeds in resolved.specs.items():
+            runs[arm] = {}
+            for seed, spec in seeds.items():
+                wanted = spec.model_dump(mode="json")
+                auto = wanted.get("device") == "auto"
+                target = comparable(wanted, auto)
+                found = [r for r in records if (s := self.spec_of(r)) is not None and comparable(s, auto) == target]
+                runs[arm][seed] = min(found, key=_rank) if found else None
+        return runs
+
+    def verdict(self, state: StudyState, resolved: ResolvedStudy) -> dict[str, Any]:
+        folders = {arm: {seed: Path(r["run_dir"]) for seed, r in seeds.items() if r} for arm, seeds in state.runs.items()}
+        key = (state.name, resolved.reference, tuple((arm, s, str(p)) for arm, by in folders.items() for s, p in by.items()))
+        if key not in self._verdicts:
+            self._verdicts[key] = study_verdict(state.name, folders, resolved.reference)
+        return self._verdicts[key]
+
+    def poll(self) -> tuple[list[StudyState], str]:
+        """Every study's state, and an error about the file as a whole ("" when none)."""
+        try:
+            catalog = Experiments.load(self.experiments_path)
+        except Exception as exc:
+            return [], f"cannot read {self.experiments_path}: {exc}"
+        records = self.records()
+        states = []
+        for name in catalog.studies:
+            state = StudyState(name)
+            try:
+                resolved = catalog.study(name)
+                state.description, state.reference = resolved.description, resolved.reference
+                state.arms, state.seeds = resolved.arms, list(resolved.seeds)
+                state.runs = self.match(resolved, records)
+                if state.complete:
+                    state.verdict = self.verdict(state, resolved)
+            except Exception as exc:  # one bad study must not hide the others
+                state.error = str(exc)
+            states.append(state)
+        return states, ""
+
+
+def study_command(name: str, experiments_path: Path, logs_dir: Path) -> list[str]:
+    return [str(Path(sys.executable).parent / "workbench"), "study", name,
+            "--experiments", str(experiments_path), "--logs-dir", str(logs_dir), "--json"]
+
+
+# --- the screen -------------------------------------------------------------------------------
+LIST_COLUMNS = (("study", "study"), ("arms", "arms"), ("seeds", "seeds"), ("runs", "runs"),
+                ("done", "done"), ("running", "running"))
+
+
+def list_cells(state: StudyState) -> list[Any]:
+    if state.error:
+        return [state.name, Text("error", style="red"), "-", "-", "-", "-"]
+    done = state.count("completed")
+    return [
+        state.name,
+        ", ".join(state.arms),
+        str(len(state.seeds)),
+        f"{state.count()}/{state.total}",
+        Text(f"{done}/{state.total}", style="green" if done == state.total else ""),
+        str(state.count("running", "queued")),
+    ]
+
+
+class StudiesScreen(Screen):
+    HELP_EXTRA = [("↑ ↓", "Choose a study"), ("enter", "Scroll its detail (escape: back to the list)")]
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("l", "launch", "Launch study"),
+        Binding("enter", "detail", "Detail", show=False),
+    ]
+    DEFAULT_CSS = """
+    #studies-table { height: auto; max-height: 9; }
+    #study-detail { height: 1fr; border-top: solid $accent; }
+    #study-header { height: auto; padding: 0 1; background: $boost; }
+    #study-runs, #study-verdict { height: auto; }
+    #study-answer { height: auto; padding: 0 1; text-style: bold; }
+    #study-chart { height: 14; }
+    """
+
+    def __init__(self, experiments_path: Path, logs_dir: Path) -> None:
+        super().__init__(id="studies-screen")
+        self.experiments_path = Path(experiments_path)
+        self.logs_dir = Path(logs_dir)
+        self.matcher = StudyMatcher(self.experiments_path, self.logs_dir)
+        self.states: dict[str, StudyState] = {}
+        self.error = ""
+        self.selected: str | None = None
+        self._charted: int | None = None  # id() of the verdict on the chart
+        self._polling = False
+
+    def compose(self) -> ComposeResult:
+        yield DataTable(id="studies-table", cursor_type="row", zebra_stripes=True)
+        with VerticalScroll(id="study-detail"):
+            yield Static("", id="study-header")
+            yield DataTable(id="study-runs", cursor_type="none", zebra_stripes=True)
+            yield Static("", id="study-answer")
+            yield DataTable(id="study-verdict", cursor_type="none")
+            yield MetricChart("subset dist ratio (arm / reference) over steps", id="study-chart")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#studies-table", DataTable)
+        for key, label in LIST_COLUMNS:
+            table.add_column(label, key=key)
+        runs = self.query_one("#study-runs", DataTable)
+        for label in ("arm", "seed", "run", "status", "step"):
+            runs.add_column(label, key=label)
+        verdict = self.query_one("#study-verdict", DataTable)
+        for label in ("subset", "metric", "ratio", "95% CI", "n"):
+            verdict.add_column(label, key=label)
+        self.show_detail()
+        table.focus()
+        self.poll()
+        self.set_interval(POLL_SECONDS, self.poll)
+
+    # polling ---------------------------------------------------------------------------------
+    def poll(self) -> None:
+        if not self._polling:
+            self._polling = True
+            self._load()
+
+    @work(thread=True, exit_on_error=False, group="studies-poll")
+    def _load(self) -> None:
+        try:
+            states, error = self.matcher.poll()
+        except Exception as exc:  # a stuck lock or a bad file must not take the UI down
+            states, error = None, f"cannot read runs: {exc}"
+        self.app.call_from_thread(self._apply, states, error)
+
+    def _apply(self, states: list[StudyState] | None, error: str) -> None:
+        self._polling = False
+        if self not in self.app.screen_stack:  # closed while its poll was under way
+            return
+        if states is not None:
+            self.states = {s.name: s for s in states}
+        self.error = error
+        self.show_list()
+        self.show_detail()
+
+    # drawing ---------------------------------------------------------------------------------
+    def show_list(self) -> None:
+        table = self.query_one("#studies-table", DataTable)
+        names = list(self.states)
+        if [row.key.value for row in table.ordered_rows] == names:
+            for name in names:
+                for (key, _), value in zip(LIST_COLUMNS, list_cells(self.states[name])):
+                    if str(table.get_cell(name, key)) != str(value):
+                        table.update_cell(name, key, value, update_width=True)
+        else:
+            keep = self.selected
+            table.clear()
+            for name in names:
+                table.add_row(*list_cells(self.states[name]), key=name)
+            if keep in names:
+                table.move_cursor(row=names.index(keep), animate=False)
+        if self.selected not in self.states:
+            self.selected = self.highlighted()
+
+    def highlighted(self) -> str | None:
+        table = self.query_one("#studies-table", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        except (RowDoesNotExist, Exception):
+            return None
+
+    def show_detail(self) -> None:
+        header = self.query_one("#study-header", Static)
+        runs = self.query_one("#study-runs", DataTable)
+        answer = self.query_one("#study-answer", Static)
+        verdict_table = self.query_one("#study-verdict", DataTable)
+        chart = self.query_one("#study-chart", MetricChart)
+        state = self.states.get(self.selected or "")
+        runs.clear()
+        verdict_table.clear()
+        if state is None:
+            header.update(Text(self.error or f"no studies in {self.experiments_path}", style="red" if self.error else ""))
+            for widget in (runs, answer, verdict_table, chart):
+                widget.display = False
+            return
+        text = Text.assemble((state.name, "bold"), "  ")
+        if state.error:
+            header.update(text.append(state.error, style="red"))
+            for widget in (runs, answer, verdict_table, chart):
+                widget.display = False
+            return
+        done, total = state.count("completed"), state.total
+        text.append(f"{done}/{total} runs completed; reference {state.reference}; seeds {', '.join(map(str, state.seeds))}")
+        if state.description:
+            text.append("\n" + state.description, style="dim")
+        header.update(text)
+        runs.display = True
+        for arm, seeds in state.runs.items():
+            for seed, record in seeds.items():
+                if record is None:
+                    runs.add_row(arm, str(seed), "-", Text("missing", style="dim"), "-")
+                    continue
+                status = record.get("status") or "?"
+                runs.add_row(arm, str(seed), record["run_id"], Text(status, style=STATUS_STYLE.get(status, "")),
+                             progress_bar(record.get("step"), record.get("steps")))
+        verdict = state.verdict
+        if verdict is None:
+            missing = state.total - state.count()
+            why = f"{missing} missing: l launches them" if missing else "waiting for every run to complete"
+            answer.update(Text(f"no verdict yet ({why})", style="dim"))
+            answer.display = True
+            verdict_table.display = chart.display = False
+            return
+        self.show_verdict(verdict)
+
+    def show_verdict(self, verdict: dict[str, Any]) -> None:
+        answer = self.query_one("#study-answer", Static)
+        table = self.query_one("#study-verdict", DataTable)
+        chart = self.query_one("#study-chart", MetricChart)
+        comparisons = verdict["comparisons"]
+        answer.update("\n".join(c["answer"] for c in comparisons))
+        answer.display = table.display = chart.display = True
+        for comparison in comparisons:
+            prefix = f"{comparison['arm']}: " if len(comparisons) > 1 else ""
+            for subset, entry in comparison["subsets"].items():
+                for metric in verdict["metrics"]:
+                    figures = entry[metric]
+                    table.add_row(
+                        prefix + subset,
+                        metric,
+                        "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"]),
+                        "-" if figures["ci"] is None else fmt_ci(figures["ci"]),
+                        str(figures["n"]),
+                    )
+        if self._charted != id(verdict):
+            self._charted = id(verdict)
+            subsets = comparisons[0]["subsets"]
+            entry = subsets.get("subset") or next(iter(subsets.values()), {})
+            over = (entry.get("over_steps") or {}).get("dist") or {}
+            lines = {}
+            for label in ("ratio", "lo", "hi"):
+                series = Series()
+                for step, value in zip(over.get("step", []), over.get(label, [])):
+                    series.add(step, value)
+                lines[label] = series
+            if len(lines["ratio"]):
+                lines["1"] = Series([lines["ratio"].steps[0], lines["ratio"].steps[-1]], [1.0, 1.0])
+            chart.show(lines)
+
+    # events and actions -------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#studies-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        name = event.row_key.value
+        if name != self.selected:
+            self.selected = name
+            self._charted = None
+            self.show_detail()
+
+    @on(DataTable.RowSelected, "#studies-table")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.query_one("#study-detail", VerticalScroll).focus()
+
+    def action_detail(self) -> None:
+        self.query_one("#study-detail", VerticalScroll).focus()
+
+    def action_back(self) -> None:
+        table = self.query_one("#studies-table", DataTable)
+        if not table.has_focus:
+            table.focus()
+            return
+        self.app.pop_screen()
+
+    def action_launch(self) -> None:
+        """`workbench study NAME` in its own session (it imports torch; this process never
+        does): it re-uses what exists and submits the missing runs, which show up on the
+        next polls; quitting the TUI leaves it going."""
+        name = self.selected or self.highlighted()
+        if not name:
+            self.notify("no study to launch", severity="warning")
+            return
+        try:
+            process = subprocess.Popen(
+                study_command(name, self.experiments_path, self.logs_dir),
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            self.notify(f"cannot start workbench study: {exc}", severity="error")
+            return
+        threading.Thread(target=process.wait, name="reap-study", daemon=True).start()  # no zombie left
+        self.notify(f"study {name}: launched; its missing runs appear as they are submitted")
+        self.poll()
