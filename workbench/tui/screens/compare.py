@@ -7,19 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
 from engine.run_folder import read_json
 from workbench.tui.feed import EventsTail, Series
 from workbench.tui.widgets.chart import MetricChart
+from workbench.tui.screens.polling import PollingScreen
 
-POLL_SECONDS = 1.0
 # (plotext colour, rich colour): run i gets PALETTE[i % len(PALETTE)] on every chart and in the legend
 PALETTE = (
     ("cyan+", "bright_cyan"),
@@ -104,7 +102,7 @@ class CompareChart(MetricChart):
         self.refresh()
 
 
-class CompareScreen(Screen):
+class CompareScreen(PollingScreen):
     DEFAULT_CSS = """
     #cmp-legend {
         height: auto;
@@ -137,7 +135,7 @@ class CompareScreen(Screen):
         self.tails = {run_id: EventsTail(self.run_dirs[run_id] / EVENTS_FILE) for run_id in self.run_ids}
         self.differences: list[tuple[str, list[Any]]] = []
         self._drawn: dict[str, int] = {}
-        self._polling = False
+        self._specs_shown = False
 
     def compose(self) -> ComposeResult:
         yield Static(self.legend(), id="cmp-legend")
@@ -165,34 +163,20 @@ class CompareScreen(Screen):
         return text
 
     def on_mount(self) -> None:
-        self.poll(with_specs=True)
-        self.set_interval(POLL_SECONDS, self.poll)
+        self.start_polling()
 
     # polling: files are read in a thread, widgets changed on the UI thread -------------------
-    def poll(self, with_specs: bool = False) -> None:
-        if not self._polling:
-            self._polling = True
-            self._load(with_specs)
+    def read(self) -> list[dict[str, Any]] | None:
+        for tail in self.tails.values():
+            tail.poll()
+        if self._specs_shown:  # a run's spec never changes: read once
+            return None
+        return [read_json(self.run_dirs[run_id] / "spec.json") or {} for run_id in self.run_ids]
 
-    @work(thread=True, exit_on_error=False, group="compare-poll")
-    def _load(self, with_specs: bool) -> None:
-        error = ""
-        specs = None
-        try:
-            for tail in self.tails.values():
-                tail.poll()
-            if with_specs:
-                specs = [read_json(self.run_dirs[run_id] / "spec.json") or {} for run_id in self.run_ids]
-        except Exception as exc:  # keep the screen alive; say what went wrong
-            error = f"cannot read runs: {exc}"
-        self.app.call_from_thread(self._apply, specs, error)
-
-    def _apply(self, specs: list[dict[str, Any]] | None, error: str) -> None:
-        self._polling = False
-        if self not in self.app.screen_stack:  # closed while its poll was under way
-            return
+    def apply(self, specs: list[dict[str, Any]] | None, error: str) -> None:
         if specs is not None:
             self.show_specs(specs)
+            self._specs_shown = True
         versions = {run_id: tail.version for run_id, tail in self.tails.items()}
         if versions != self._drawn:
             self._drawn = versions

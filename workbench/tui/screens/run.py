@@ -7,25 +7,24 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
 from workbench.records import record_from_folder
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import SUBSETS, EventsTail, LogTail, LOG_FILE, progress_bar, short_number
+from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import cancel_run, resume_run
 from workbench.tui.widgets.chart import MetricChart
 
-POLL_SECONDS = 1.0
 LAYER_METRICS = ("dist", "rel", "speed", "cos")
 
 
-class RunScreen(Screen):
+class RunScreen(PollingScreen):
+    READ_ERROR = "cannot read run"
     HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -47,7 +46,6 @@ class RunScreen(Screen):
         self.log_tail = LogTail(self.run_dir / LOG_FILE)
         self._drawn_version = -1
         self._layers_step: int | None = None
-        self._polling = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
@@ -71,32 +69,18 @@ class RunScreen(Screen):
         for metric in LAYER_METRICS:
             table.add_column(metric, key=metric)
         self.show_header()
-        self.poll()
-        self.set_interval(POLL_SECONDS, self.poll)
+        self.start_polling()
 
     # polling ------------------------------------------------------------------------------
-    def poll(self) -> None:
-        if not self._polling:
-            self._polling = True
-            self._load()
+    def read(self) -> tuple[list[str], dict[str, Any] | None]:
+        self.tail.poll()
+        lines = self.log_tail.poll()
+        # The folder is the truth (and carries a fresh heartbeat): a stored record of a
+        # live run can be seconds old, and judging liveness from it would say lost.
+        return lines, record_from_folder(self.run_dir)
 
-    @work(thread=True, exit_on_error=False, group="run-poll")
-    def _load(self) -> None:
-        try:
-            self.tail.poll()
-            lines = self.log_tail.poll()
-            # The folder is the truth (and carries a fresh heartbeat): a stored record of a
-            # live run can be seconds old, and judging liveness from it would say lost.
-            record = record_from_folder(self.run_dir)
-        except Exception as exc:  # keep the screen alive; say what went wrong
-            self.app.call_from_thread(self._apply, [], None, f"cannot read run: {exc}")
-            return
-        self.app.call_from_thread(self._apply, lines, record, "")
-
-    def _apply(self, lines: list[str], record: dict[str, Any] | None, error: str) -> None:
-        self._polling = False
-        if self not in self.app.screen_stack:  # closed (escape) while its poll was under way
-            return
+    def apply(self, result: tuple[list[str], dict[str, Any] | None] | None, error: str) -> None:
+        lines, record = result or ([], None)
         if record:
             self.record = record
         if lines:

@@ -6,19 +6,18 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import STATUSES, RunFeed, age, matches, progress_bar, short_number
+from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import cancel_run, resume_run
 
-POLL_SECONDS = 1.0
 COLUMNS = (  # key, label
     ("run", "run"),
     ("experiment", "experiment"),
@@ -53,7 +52,7 @@ def row_cells(record: dict[str, Any], marked: bool = False) -> list[Any]:
     ]
 
 
-class RunsScreen(Screen):
+class RunsScreen(PollingScreen):
     # Not in the footer (80 columns are full), listed by `?` and the palette instead.
     HELP_EXTRA = [
         ("enter", "Open the highlighted run"),
@@ -81,7 +80,6 @@ class RunsScreen(Screen):
         self.order: list[str] = []  # the newest-first ids of every run
         self.status_filter = "all"
         self.marked: set[str] = set()  # ids marked with space for the Compare screen (kept across polls)
-        self._polling = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-bar"):
@@ -96,28 +94,13 @@ class RunsScreen(Screen):
         for key, label in COLUMNS:
             table.add_column(label, key=key)
         table.focus()
-        self.poll()
-        self.set_interval(POLL_SECONDS, self.poll)
+        self.start_polling()
 
     # polling: the store is read in a thread, the table is changed on the UI thread ----------
-    def poll(self) -> None:
-        if not self._polling:
-            self._polling = True
-            self._load()
+    def read(self) -> list[dict[str, Any]]:
+        return self.feed.poll()
 
-    @work(thread=True, exit_on_error=False, group="runs-poll")
-    def _load(self) -> None:
-        try:
-            records = self.feed.poll()
-            error = ""
-        except Exception as exc:  # a stuck lock or a bad file must not take the UI down
-            records, error = None, f"cannot read runs: {exc}"
-        self.app.call_from_thread(self._apply, records, error)
-
-    def _apply(self, records: list[dict[str, Any]] | None, error: str = "") -> None:
-        self._polling = False
-        if self not in self.app.screen_stack:  # closed while its poll was under way
-            return
+    def apply(self, records: list[dict[str, Any]] | None, error: str) -> None:
         if records is not None:
             self.records = {r["run_id"]: r for r in records}
             self.order = [r["run_id"] for r in records]

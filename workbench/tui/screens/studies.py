@@ -14,8 +14,9 @@ one (which `workbench study` would replace), newest first. One difference is lef
 device "auto" a run on another device than this machine would pick is shown here, while
 `workbench study` on this machine would compute it again.
 
-All reading happens in a thread worker every POLL_SECONDS; a completed study's verdict is
-computed once per set of run folders and cached (completed runs do not change).
+All reading happens in a thread worker every POLL_SECONDS (PollingScreen); a completed
+study's verdict is computed once per set of run folders and cached (completed runs do not
+change).
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -44,8 +44,8 @@ from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
 from workbench.tui.widgets.chart import MetricChart
 from workbench.verdict import fmt_ci, fmt_ratio, study_verdict
+from workbench.tui.screens.polling import PollingScreen
 
-POLL_SECONDS = 2.0
 PREFERENCE = {"completed": 0, "running": 1, "queued": 2}  # as workbench.study; anything else ranks after
 IGNORED = ("description",)  # never part of what was computed
 
@@ -175,7 +175,8 @@ def list_cells(state: StudyState) -> list[Any]:
     ]
 
 
-class StudiesScreen(Screen):
+class StudiesScreen(PollingScreen):
+    POLL_SECONDS = 2.0
     HELP_EXTRA = [("↑ ↓", "Choose a study"), ("enter", "Scroll its detail (escape: back to the list)")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -200,7 +201,6 @@ class StudiesScreen(Screen):
         self.error = ""
         self.selected: str | None = None
         self._charted: int | None = None  # id() of the verdict on the chart
-        self._polling = False
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="studies-table", cursor_type="row", zebra_stripes=True)
@@ -224,27 +224,14 @@ class StudiesScreen(Screen):
             verdict.add_column(label, key=label)
         self.show_detail()
         table.focus()
-        self.poll()
-        self.set_interval(POLL_SECONDS, self.poll)
+        self.start_polling()
 
     # polling ---------------------------------------------------------------------------------
-    def poll(self) -> None:
-        if not self._polling:
-            self._polling = True
-            self._load()
+    def read(self) -> tuple[list[StudyState], str]:
+        return self.matcher.poll()
 
-    @work(thread=True, exit_on_error=False, group="studies-poll")
-    def _load(self) -> None:
-        try:
-            states, error = self.matcher.poll()
-        except Exception as exc:  # a stuck lock or a bad file must not take the UI down
-            states, error = None, f"cannot read runs: {exc}"
-        self.app.call_from_thread(self._apply, states, error)
-
-    def _apply(self, states: list[StudyState] | None, error: str) -> None:
-        self._polling = False
-        if self not in self.app.screen_stack:  # closed while its poll was under way
-            return
+    def apply(self, result: tuple[list[StudyState], str] | None, error: str) -> None:
+        states, error = result or (None, error)
         if states is not None:
             self.states = {s.name: s for s in states}
         self.error = error
