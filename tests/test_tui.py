@@ -3,10 +3,7 @@ over hand-made run folders (no worker, no torch)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,7 +21,8 @@ from workbench.tui.feed import EventsTail, LogTail, matches, progress_bar
 from workbench.tui.screens.run import RunScreen
 from workbench.tui.screens.runs import RunsScreen
 
-SIZE = (80, 24)
+from tui_support import SIZE, settle, sync
+
 SPEC = {"seed": 0, "device": "cpu", "freeze": True, "train": {"steps": 100},
         "model": {"name": "lenet"}, "data": {"name": "mnist5k"},
         "partition": {"strategy": "first_kernels", "fraction": 0.5}}
@@ -97,24 +95,6 @@ def table_ids(app: WorkbenchApp) -> list[str]:
     return [row.key.value for row in table.ordered_rows]
 
 
-async def settle(pilot, app, until, timeout: float = 5.0) -> None:
-    """Let polls run until `until()` holds (the feed reads files in a thread)."""
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "the screen never caught up"
-        await pilot.pause(0.05)
-
-
-def sync(test):
-    """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
-
 # --- the feed, without the UI -------------------------------------------------------------------
 def test_events_tail_reads_only_new_bytes_and_drops_redone_steps(tmp_path: Path):
     path = tmp_path / "events.jsonl"
@@ -165,7 +145,7 @@ def test_log_tail_and_filters(tmp_path: Path):
 async def test_runs_table_lists_runs_newest_first_and_filters(logs: Path):
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
         assert isinstance(app.screen, RunsScreen)
         assert table_ids(app) == ["live0001", "fail0001", "done0001"]
         table = app.screen.query_one("#runs-table", DataTable)
@@ -191,24 +171,24 @@ async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: P
     app = app_for(logs)
     events = logs / "live0001" / "events.jsonl"
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
         table = app.screen.query_one("#runs-table", DataTable)
         assert str(table.get_cell("live0001", "step")).endswith("10/100")
         await pilot.press("enter")  # the newest run is highlighted
         assert isinstance(app.screen, RunScreen) and app.screen.run_id == "live0001"
         screen = app.screen
-        await settle(pilot, app, lambda: len(screen.tail.series["subset.dist"]) == 2)
+        await settle(pilot, lambda: len(screen.tail.series["subset.dist"]) == 2)
         assert screen.query_one("#chart-dist").points == 4  # subset + fixed, 2 points each
         assert "running" in str(screen.query_one("#run-header").render())
         append(events, movement(20), movement(30))
-        await settle(pilot, app, lambda: len(screen.tail.series["subset.dist"]) == 4, timeout=5)
-        await settle(pilot, app, lambda: screen.query_one("#chart-dist").points == 8)
+        await settle(pilot, lambda: len(screen.tail.series["subset.dist"]) == 4, timeout=5)
+        await settle(pilot, lambda: screen.query_one("#chart-dist").points == 8)
         assert screen.query_one("#run-layers", DataTable).row_count == 4  # subset/fixed: all + 1 layer
         await pilot.press("3")
         assert "worker says hello" in "\n".join(screen.query_one("#run-log").lines)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
-        await settle(pilot, app, lambda: str(table.get_cell("live0001", "step")).endswith("30/100"))
+        await settle(pilot, lambda: str(table.get_cell("live0001", "step")).endswith("30/100"))
         assert table_ids(app)[0] == "live0001" and table.cursor_row == 0
         await pilot.press("q")
     assert app.return_code == 0
@@ -219,7 +199,7 @@ async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: P
 async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
         await pilot.press("down")  # a failed run: nothing to cancel
         await pilot.press("c")
         assert not (logs / "fail0001" / "cancel.request").exists()
@@ -252,7 +232,7 @@ async def test_resume_starts_workbench_resume_in_its_own_session(logs: Path, mon
     monkeypatch.setattr(actions, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, app, lambda: len(table_ids(app)) == 3)
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
         await pilot.press("r")  # the running run: not resumable
         assert started == []
         await pilot.press("down", "r")
@@ -267,7 +247,7 @@ async def test_opening_on_a_run_id(logs: Path):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         assert isinstance(app.screen, RunScreen) and app.screen.run_id == "done0001"
-        await settle(pilot, app, lambda: "completed" in str(app.screen.query_one("#run-header").render()))
+        await settle(pilot, lambda: "completed" in str(app.screen.query_one("#run-header").render()))
 
 
 def test_the_tui_imports_no_torch():
@@ -284,7 +264,7 @@ def test_run_screen_snapshot(tmp_path: Path, snap_compare):
     app = app_for(logs, run_id="done0001")
 
     async def loaded(pilot) -> None:
-        await settle(pilot, app, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#chart-dist").points == 6)
+        await settle(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#chart-dist").points == 6)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
@@ -301,7 +281,7 @@ async def test_rerun_with_changes_opens_compose_on_the_runs_spec(logs: Path, tmp
         await pilot.pause()
         assert isinstance(app.screen, RunScreen)
         await pilot.press("e")
-        await settle(pilot, app, lambda: isinstance(app.screen, ComposeScreen))
+        await settle(pilot, lambda: isinstance(app.screen, ComposeScreen))
         values = app.screen.query_one(SpecForm).value()
         for key in ("seed", "freeze"):
             assert values[key] == spec[key]

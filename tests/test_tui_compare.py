@@ -3,8 +3,6 @@ run folders (no worker, no torch)."""
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import socket
 import time
@@ -20,7 +18,8 @@ from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens.compare import CompareChart, CompareScreen, spec_differences
 from workbench.tui.screens.runs import MARK, RunsScreen
 
-SIZE = (80, 24)
+from tui_support import SIZE, settle, sync
+
 SPEC = {"seed": 0, "device": "cpu", "freeze": True, "train": {"steps": 100},
         "model": {"name": "lenet"}, "data": {"name": "mnist5k"},
         "partition": {"strategy": "first_kernels", "fraction": 0.5}}
@@ -63,23 +62,6 @@ def logs(tmp_path: Path) -> Path:
     make_run(logs, "half0001", "half-fixed", now - 200, freeze=True, seed=1)
     make_run(logs, "half0002", "half-fixed", now - 100, freeze=True, seed=2)
     return logs
-
-
-def sync(test):
-    """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
-
-async def settle(pilot, until, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not until():
-        assert time.monotonic() < deadline, "the screen never caught up"
-        await pilot.pause(0.05)
 
 
 def id_cells(app: WorkbenchApp) -> dict[str, str]:

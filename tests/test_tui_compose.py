@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import time
 from pathlib import Path
@@ -18,15 +16,7 @@ from workbench.tui.devices import DeviceChoice
 from workbench.tui.screens.compose import ComposeScreen
 from workbench.tui.spec_form import SpecForm, field_id
 
-def sync(test):
-    """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        return asyncio.run(test(*args, **kwargs))
-
-    return wrapper
-
+from tui_support import sync
 
 DEVICES = [DeviceChoice("auto", "auto"), DeviceChoice("cpu", "cpu"), DeviceChoice("cuda:0", "cuda:0  Fake GPU")]
 

@@ -22,7 +22,7 @@ from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens import studies as studies_module
 from workbench.tui.screens.studies import StudiesScreen, StudyMatcher
 
-from test_tui import SIZE, settle, sync
+from tui_support import SIZE, settle, sync
 
 BASE = {
     "device": "auto",
@@ -96,7 +96,7 @@ def table_rows(screen: StudiesScreen, table_id: str) -> list[list[str]]:
 
 async def open_studies(pilot, app) -> StudiesScreen:
     await pilot.press("t")
-    await settle(pilot, app, lambda: isinstance(app.screen, StudiesScreen) and len(list_rows(app.screen)) == 2)
+    await settle(pilot, lambda: isinstance(app.screen, StudiesScreen) and len(list_rows(app.screen)) == 2)
     return app.screen
 
 
@@ -124,7 +124,7 @@ async def test_studies_screen_lists_studies_and_shows_the_verdict(setup):
         assert list_rows(screen) == ["pair", "longer"]
         assert table_rows(screen, "#studies-table")[0] == ["pair", "baseline, half-fixed", "2", "4/4", "4/4", "0"]
         assert table_rows(screen, "#studies-table")[1][3:] == ["1/4", "1/4", "0"]
-        await settle(pilot, app, lambda: screen.query_one("#study-verdict", DataTable).row_count > 0)
+        await settle(pilot, lambda: screen.query_one("#study-verdict", DataTable).row_count > 0)
         runs = table_rows(screen, "#study-runs")
         assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
             ("baseline", "0", "base0000", "completed"), ("baseline", "1", "base0001", "completed"),
@@ -179,7 +179,7 @@ async def test_a_bad_experiments_file_says_so(tmp_path: Path):
         await pilot.press("t")
         screen = app.screen
         assert isinstance(screen, StudiesScreen)
-        await settle(pilot, app, lambda: "cannot read" in str(screen.query_one("#study-header", Static).render()))
+        await settle(pilot, lambda: "cannot read" in str(screen.query_one("#study-header", Static).render()))
         assert not (tmp_path / "logs").exists()  # looking creates nothing
 
 

@@ -1,0 +1,27 @@
+"""What the TUI pilot tests share: the terminal size, running async tests, waiting for polls."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+SIZE = (80, 24)  # the smallest terminal the TUI must work in
+
+
+def sync(test):
+    """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
+
+    @functools.wraps(test)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return wrapper
+
+
+async def settle(pilot, until, timeout: float = 5.0) -> None:
+    """Let polls run until `until()` holds (screens read files in a thread)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "the screen never caught up"
+        await pilot.pause(0.05)
