@@ -21,7 +21,7 @@ from workbench.tui.feed import EventsTail, LogTail, matches, progress_bar
 from workbench.tui.screens.run import RunScreen
 from workbench.tui.screens.runs import RunsScreen
 
-from tui_support import SIZE, settle, sync
+from tui_support import SIZE, record_popen, settle, sync
 
 SPEC = {"seed": 0, "device": "cpu", "freeze": True, "train": {"steps": 100},
         "model": {"name": "lenet"}, "data": {"name": "mnist5k"},
@@ -216,20 +216,9 @@ async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
 
 @sync
 async def test_resume_starts_workbench_resume_in_its_own_session(logs: Path, monkeypatch):
-    from types import SimpleNamespace
-
     from workbench.tui.screens import actions
 
-    started = []
-
-    class FakeProcess:
-        def __init__(self, args, **kwargs):
-            started.append((args, kwargs))
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(actions, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
+    started = record_popen(monkeypatch, actions)
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: len(table_ids(app)) == 3)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from textual.widgets import DataTable, Static
@@ -22,7 +21,7 @@ from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens import studies as studies_module
 from workbench.tui.screens.studies import StudiesScreen, StudyMatcher
 
-from tui_support import SIZE, settle, sync
+from tui_support import SIZE, record_popen, settle, sync
 
 BASE = {
     "device": "auto",
@@ -150,16 +149,7 @@ async def test_studies_screen_lists_studies_and_shows_the_verdict(setup):
 @sync
 async def test_l_launches_workbench_study_in_its_own_session(setup, monkeypatch):
     experiments, logs = setup
-    started = []
-
-    class FakeProcess:
-        def __init__(self, args, **kwargs):
-            started.append((args, kwargs))
-
-        def wait(self):
-            return 0
-
-    monkeypatch.setattr(studies_module, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
+    started = record_popen(monkeypatch, studies_module)
     app = WorkbenchApp(logs, experiments)
     async with app.run_test(size=SIZE) as pilot:
         await open_studies(pilot, app)

@@ -25,3 +25,22 @@ async def settle(pilot, until, timeout: float = 5.0) -> None:
     while not until():
         assert time.monotonic() < deadline, "the screen never caught up"
         await pilot.pause(0.05)
+
+
+def record_popen(monkeypatch, module) -> list[tuple[list, dict]]:
+    """Replace `module.subprocess.Popen` with a recorder: returns the list of (args, kwargs)
+    of every process the module starts (none is started)."""
+    import subprocess
+    from types import SimpleNamespace
+
+    started: list[tuple[list, dict]] = []
+
+    class FakeProcess:
+        def __init__(self, args, **kwargs):
+            started.append((args, kwargs))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(module, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
+    return started

@@ -11,11 +11,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Static
-from textual.widgets.data_table import RowDoesNotExist
 
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import STATUSES, RunFeed, age, matches, progress_bar, short_number
 from workbench.tui.screens.polling import PollingScreen
+from workbench.tui.widgets.tables import cursor_key
 from workbench.tui.screens.actions import cancel_run, resume_run
 
 COLUMNS = (  # key, label
@@ -134,13 +134,7 @@ class RunsScreen(PollingScreen):
         self.query_one("#runs-info", Static).update(error or f"{shown} in {self.logs_dir}")
 
     def highlighted_id(self) -> str | None:
-        table = self.query_one("#runs-table", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except (RowDoesNotExist, Exception):
-            return None
+        return cursor_key(self.query_one("#runs-table", DataTable))
 
     def highlighted(self) -> dict[str, Any] | None:
         run_id = self.highlighted_id()

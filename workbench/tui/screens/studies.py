@@ -34,7 +34,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
-from textual.widgets.data_table import RowDoesNotExist
 
 from engine.run_folder import read_json
 from engine.spec import Experiments, ResolvedStudy
@@ -45,6 +44,7 @@ from workbench.tui.feed import Series, progress_bar
 from workbench.tui.widgets.chart import MetricChart
 from workbench.verdict import fmt_ci, fmt_ratio, study_verdict
 from workbench.tui.screens.polling import PollingScreen
+from workbench.tui.widgets.tables import cursor_key
 
 PREFERENCE = {"completed": 0, "running": 1, "queued": 2}  # as workbench.study; anything else ranks after
 IGNORED = ("description",)  # never part of what was computed
@@ -258,13 +258,7 @@ class StudiesScreen(PollingScreen):
             self.selected = self.highlighted()
 
     def highlighted(self) -> str | None:
-        table = self.query_one("#studies-table", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except (RowDoesNotExist, Exception):
-            return None
+        return cursor_key(self.query_one("#studies-table", DataTable))
 
     def show_detail(self) -> None:
         header = self.query_one("#study-header", Static)
