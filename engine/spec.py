@@ -44,7 +44,30 @@ class DataSpec(_Section):
 
 class ModelSpec(_Section):
     name: Literal["lenet", "vgg", "resnet"] = Field("lenet", description="CNN family member.")
-    width: int = Field(16, gt=0, description="Channels of the first conv layer; later layers scale from it.")
+    width: int = Field(
+        16, gt=0, description="Channels of the first conv layer (all groups together); later layers scale from it."
+    )
+    groups: int = Field(
+        1, ge=1, description="Split every conv layer's kernels into this many groups, each its own parameter tensor."
+    )
+    connectivity: Literal["dense", "grouped"] = Field(
+        "dense",
+        description="dense: one full-width model whose kernels are split into groups; "
+        "grouped: independent narrow trunks (a grouped convolution), each seeing only its own group.",
+    )
+    head: Literal["joint", "members"] = Field(
+        "joint",
+        description="joint: one linear + softmax over every group's features; members (grouped only): each trunk "
+        "has its own classifier and loss, and predictions average the trunks' logits.",
+    )
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> ModelSpec:
+        if self.width % self.groups:
+            raise ValueError(f"model.width {self.width} must be a multiple of model.groups {self.groups}")
+        if self.head == "members" and self.connectivity != "grouped":
+            raise ValueError("model.head='members' needs model.connectivity='grouped'")
+        return self
 
 
 class OptimizerSpec(_Section):
@@ -64,11 +87,11 @@ class OptimizerSpec(_Section):
 
 
 class TrainSpec(_Section):
-    steps: int = Field(1000, gt=0, description="Optimizer steps.")
+    steps: int = Field(1000, ge=0, description="Optimizer steps (0: evaluate only, e.g. an averaged ensemble).")
     eval_every: int = Field(250, ge=0, description="Evaluate on the held-out split every k steps (0 = only at the end).")
 
 
-Strategy = Literal["first_kernels", "random_kernels", "random_elements", "layers", "none"]
+Strategy = Literal["first_kernels", "random_kernels", "random_elements", "layers", "groups", "none"]
 
 
 class PartitionSpec(_Section):
@@ -81,12 +104,56 @@ class PartitionSpec(_Section):
     include_fc: bool = Field(False, description="Partition FC layers too (false: they are wholly in `subset`).")
     seed: int = Field(0, description="Seed for the random strategies.")
     layers: list[str] = Field(default_factory=list, description="Layer names fixed whole by the `layers` strategy.")
+    groups: list[int] = Field(
+        default_factory=list, description="Kernel groups (see model.groups) fixed whole by the `groups` strategy."
+    )
 
     @model_validator(mode="after")
     def _layers_named(self) -> PartitionSpec:
         if self.strategy == "layers" and not self.layers:
             raise ValueError("partition.strategy='layers' needs partition.layers, a list of layer names to fix")
+        if self.strategy == "groups" and not self.groups:
+            raise ValueError("partition.strategy='groups' needs partition.groups, a list of group indices to fix")
         return self
+
+
+class SeedingSpec(_Section):
+    """Seeded groups: their initial values do not come from the run's `seed`."""
+
+    groups: list[int] = Field(default_factory=list, description="Kernel groups whose initial values are seeded.")
+    seed: int = Field(0, description="Draw the seeded groups' values with this seed (the same for every run seed).")
+    run: str | None = Field(None, description="Copy the seeded groups' values from this run's checkpoint instead.")
+    checkpoint: str = Field("final", description="Which checkpoint of `run` to copy from (init, final, step_N).")
+
+
+class EnsembleSpec(_Section):
+    members: int = Field(1, ge=1, description="Train this many independent models as one (each with its own loss).")
+    implementation: Literal["auto", "grouped", "vmap", "sequential"] = Field(
+        "auto", description="How the members run: auto picks the fastest measured on the device."
+    )
+
+
+class PruneSpec(_Section):
+    every: int = Field(0, ge=0, description="Prune channels every k steps (0 = never).")
+    fraction: float = Field(0.1, gt=0, lt=1, description="Share of each conv layer's channels removed per pruning.")
+    criterion: Literal["bn_scale", "channel_norm"] = Field(
+        "bn_scale", description="bn_scale: |BatchNorm scale| (network slimming); channel_norm: L2 norm of a kernel."
+    )
+    min_fraction: float = Field(
+        0.5, gt=0, le=1, description="Stop pruning a layer once it holds this share of its channels at step 0."
+    )
+
+
+class FusionSpec(_Section):
+    mode: Literal["none", "average", "head", "mutant"] = Field(
+        "none",
+        description="average: the members' averaged logits; head: frozen trunks + one new linear + softmax; "
+        "mutant: one wide model computing the members' average at step 0, then trained as one.",
+    )
+    runs: list[str] = Field(default_factory=list, description="Run ids of the trained members.")
+    checkpoint: str = Field("final", description="Which checkpoint of each member run to fuse.")
+    train_trunks: bool = Field(False, description="head mode: train the members' trunks too (false: frozen).")
+    prune: PruneSpec = Field(default_factory=PruneSpec)
 
 
 class TrackSpec(_Section):
@@ -114,6 +181,37 @@ class ExperimentSpec(_Section):
     freeze: bool = Field(False, description="true: the fixed coordinates are frozen; false: all train, same partition tracked.")
     track: TrackSpec = Field(default_factory=TrackSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    seeding: SeedingSpec = Field(default_factory=SeedingSpec)
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    fusion: FusionSpec = Field(default_factory=FusionSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentSpec:
+        """Cross-section rules, each told as what to change."""
+        groups = self.model.groups
+        for key, indices in (("partition.groups", self.partition.groups), ("seeding.groups", self.seeding.groups)):
+            bad = [g for g in indices if not 0 <= g < groups]
+            if bad:
+                raise ValueError(f"{key} {bad}: group indices must be 0..{groups - 1} (model.groups is {groups})")
+        if groups > 1 and self.partition.strategy not in ("groups", "none"):
+            raise ValueError(
+                f"partition.strategy {self.partition.strategy!r} splits single kernel tensors; with model.groups > 1 "
+                "use partition.strategy 'groups' or 'none'"
+            )
+        if self.ensemble.members > 1:
+            if groups > 1 or self.partition.strategy != "none" or self.freeze:
+                raise ValueError(
+                    "ensemble.members > 1 needs model.groups 1, partition.strategy 'none' and freeze false "
+                    "(each member is a whole model)"
+                )
+        if self.fusion.mode != "none":
+            if not self.fusion.runs:
+                raise ValueError(f"fusion.mode {self.fusion.mode!r} needs fusion.runs, the run ids to fuse")
+            if self.ensemble.members > 1 or groups > 1:
+                raise ValueError("fusion needs ensemble.members 1 and model.groups 1 (the fused model is built from the runs)")
+        if self.seeding.run and not self.seeding.groups:
+            raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
+        return self
 
     @field_validator("device")
     @classmethod
@@ -124,8 +222,28 @@ class ExperimentSpec(_Section):
 
     def digest(self) -> str:
         """Identifies what was computed: equal digests mean interchangeable runs."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"description"}), sort_keys=True)
+        dump = self.model_dump(mode="json", exclude={"description"})
+        defaults = ExperimentSpec().model_dump(mode="json")
+        # Keys added after runs already existed leave the digest alone at their default,
+        # so those runs stay re-usable by studies and resumable.
+        for section, keys in _LATER_KEYS.items():
+            for key in keys:
+                if key is None and dump.get(section) == defaults[section]:
+                    dump.pop(section, None)
+                elif key is not None and dump[section].get(key) == defaults[section][key]:
+                    dump[section].pop(key, None)
+        canonical = json.dumps(dump, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# section -> keys (None: the whole section) added to the spec after the first runs were made
+_LATER_KEYS: dict[str, tuple[str | None, ...]] = {
+    "model": ("groups", "connectivity", "head"),
+    "partition": ("groups",),
+    "seeding": (None,),
+    "ensemble": (None,),
+    "fusion": (None,),
+}
 
 
 class ExperimentEntry(ExperimentSpec):
