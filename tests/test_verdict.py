@@ -323,3 +323,22 @@ def test_report_names_every_run_and_writes_png_plots(tmp_path):
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
     assert "| subset | dist | 2.00 | 1.50-2.50 | 3 | 0 |" in page
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_arm_figures_give_each_arm_its_parameters_accuracy_and_step_time(tmp_path: Path):
+    runs = make_study(tmp_path, [1.0, 1.0, 1.0], accs=[(0.80, 0.90), (0.82, 0.92), (0.84, 0.94)])
+    rates = {"baseline": [100.0, 50.0, 80.0], "half-fixed": [200.0, 100.0, 160.0]}  # steps per second
+    for arm, by_seed in runs.items():
+        for seed, path in by_seed.items():
+            summary = json.loads((path / "summary.json").read_text())
+            summary.update(params=1000 if arm == "baseline" else 600, steps_per_second=rates[arm][seed])
+            (path / "summary.json").write_text(json.dumps(summary))
+    figures = study_verdict("s", runs, "baseline")["arm_figures"]
+    assert figures["baseline"]["params"] == 1000 and figures["half-fixed"]["params"] == 600
+    assert figures["half-fixed"]["eval_acc"] == pytest.approx(0.92)
+    assert figures["baseline"]["step_ms"] == pytest.approx((10 + 20 + 12.5) / 3)
+    lo, hi = figures["baseline"]["step_ms_ci"]
+    assert lo < figures["baseline"]["step_ms"] < hi and figures["baseline"]["n"] == 3
+    text = io.StringIO()
+    Console(file=text, width=120).print(verdict_table(study_verdict("s", runs, "baseline")))
+    assert "half-fixed" in text.getvalue() and "600" in text.getvalue() and "14.17" in text.getvalue()

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engine.run_folder import atomic_write  # noqa: E402
-from workbench.verdict import RunSeries, fmt_ci, fmt_ratio, read_run, value  # noqa: E402
+from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_ratio, read_run, value  # noqa: E402
 
 REPORT_FILE = "README.md"
 
@@ -176,6 +176,12 @@ def markdown(verdict: dict[str, Any], loaded: dict[str, dict[int, RunSeries]], i
     lines = [f"# Study `{verdict['study']}`", ""]
     for comparison in verdict["comparisons"]:
         lines += [f"**{comparison['answer']}**", ""]
+    if verdict.get("arm_figures"):
+        lines += ["## Arms", "", "| arm | params | eval acc | 95% CI | ms/step | 95% CI | seeds |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for arm, figures in verdict["arm_figures"].items():
+            label = f"{arm} (reference)" if arm == verdict["reference"] else arm
+            lines.append("| " + " | ".join([label, *arm_cells(figures)]) + " |")
+        lines.append("")
     for comparison in verdict["comparisons"]:
         lines += _comparison_tables(comparison, verdict.get("metrics") or ["dist", "speed"])
     if images:

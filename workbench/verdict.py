@@ -153,10 +153,26 @@ def study_verdict(
         "metrics": list(metrics),
         "runs": {arm: {str(seed): run.run_id for seed, run in sorted(by_seed.items())} for arm, by_seed in loaded.items()},
         "comparisons": comparisons,
+        "arm_figures": {arm: arm_figures(by_seed) for arm, by_seed in loaded.items()},
         "subsets": first["subsets"],
         "answer": first["answer"],
         "notes": notes,
     }
+
+
+def arm_figures(by_seed: dict[int, RunSeries]) -> dict[str, Any]:
+    """What an arm costs and scores, over its seeds: parameters, final accuracy, step time.
+
+    Arms of different shape (a half-frozen model, two half-size models) are compared on
+    these as much as on movement.
+    """
+    runs = list(by_seed.values())
+    params = sorted({run.summary["params"] for run in runs if run.summary.get("params") is not None})
+    acc, acc_ci = mean_ci(v for v in (_number(run.final_eval().get("eval_acc")) for run in runs) if v is not None)
+    rates = [_number(run.summary.get("steps_per_second")) for run in runs]
+    step_ms, step_ci = mean_ci(1000 / rate for rate in rates if rate)
+    return {"params": params[0] if len(params) == 1 else params or None, "eval_acc": acc, "eval_acc_ci": acc_ci,
+            "step_ms": step_ms, "step_ms_ci": step_ci, "n": len(runs)}
 
 
 def _subset_names(loaded: dict[str, dict[int, RunSeries]]) -> list[str]:
@@ -354,6 +370,8 @@ def verdict_table(verdict: dict[str, Any]):
     from rich.text import Text
 
     parts: list[Any] = []
+    if verdict.get("arm_figures"):
+        parts += [arm_table(verdict), Text("")]
     for comparison in verdict["comparisons"]:
         title = f"{verdict['study']}: {comparison['arm']} / {comparison['reference']}"
         table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -373,6 +391,34 @@ def verdict_table(verdict: dict[str, Any]):
     for note in verdict.get("notes", []):
         parts.append(Text(f"note: {note}", style="yellow"))
     return Group(*parts)
+
+
+def arm_table(verdict: dict[str, Any]):
+    """One row per arm: parameter count, final eval accuracy and time per step (mean, 95% CI)."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"{verdict['study']}: arms", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("arm", "params", "eval acc", "95% CI", "ms/step", "95% CI", "n"):
+        table.add_column(name, justify="left" if name == "arm" else "right", no_wrap=True)
+    for arm, figures in verdict["arm_figures"].items():
+        label = f"{arm} (ref)" if arm == verdict["reference"] else arm
+        table.add_row(label, *arm_cells(figures))
+    return table
+
+
+def arm_cells(figures: dict[str, Any]) -> list[str]:
+    """The arm table's cells after the arm's name, shared by the CLI table and the report."""
+    params = figures["params"]
+    params = "-" if params is None else (f"{params:,}" if isinstance(params, int) else "/".join(f"{p:,}" for p in params))
+
+    def ci(bounds, fmt):
+        return "-" if bounds is None else f"{fmt(bounds[0])}-{fmt(bounds[1])}"
+
+    acc = "-" if figures["eval_acc"] is None else f"{figures['eval_acc']:.4f}"
+    ms = "-" if figures["step_ms"] is None else f"{figures['step_ms']:.2f}"
+    return [params, acc, ci(figures["eval_acc_ci"], "{:.4f}".format), ms, ci(figures["step_ms_ci"], "{:.2f}".format),
+            str(figures["n"])]
 
 
 def _ratio_cells(figures: dict[str, Any]) -> tuple[str, str, str]:
