@@ -46,7 +46,7 @@ def _block_dims(name: str, member: tuple[int, ...], wide: tuple[int, ...], k: in
         elif w == m:
             dims.append(False)
         else:
-            raise ValueError(f"{name}: dim of size {m} is {w} at width x{k}, neither equal nor {k} times: it does not scale")
+            raise ValueError(f"{name}: a dim of size {m} is {w} at width x{k}, neither equal nor {k} times")
     return dims
 
 
@@ -80,7 +80,8 @@ def mutant_state(
     for i, state in enumerate(member_states):
         if set(state) != set(wide):
             missing, extra = sorted(set(wide) - set(state)), sorted(set(state) - set(wide))
-            raise ValueError(f"member {i}: state dict does not match {model_spec.name}: missing {missing}, extra {extra}")
+            raise ValueError(f"member {i}: state dict does not match {model_spec.name}: "
+                             f"missing {missing}, extra {extra}")
 
     fused: dict[str, torch.Tensor] = {}
     for name, template in wide.items():

@@ -31,7 +31,8 @@ def members(name: str, k: int) -> list[nn.Module]:
 
 
 def wide_model(name: str, models: list[nn.Module]) -> nn.Module:
-    spec, state = mutant_state([m.state_dict() for m in models], ModelSpec(name=name, width=WIDTH), SHAPES[name], CLASSES)
+    states = [m.state_dict() for m in models]
+    spec, state = mutant_state(states, ModelSpec(name=name, width=WIDTH), SHAPES[name], CLASSES)
     assert spec.width == len(models) * WIDTH
     model = build_model(spec, SHAPES[name], CLASSES)
     model.load_state_dict(state)  # strict: every key and shape matches the wide plain model
@@ -74,7 +75,8 @@ def test_mutant_matches_in_train_mode_and_updates_running_stats_per_member(name)
 
 def test_mutant_is_block_diagonal_and_fc1_reads_each_members_channels_as_one_block():
     models = members("lenet", 2)
-    _, state = mutant_state([m.state_dict() for m in models], ModelSpec(name="lenet", width=WIDTH), (1, 28, 28), CLASSES)
+    states = [m.state_dict() for m in models]
+    _, state = mutant_state(states, ModelSpec(name="lenet", width=WIDTH), (1, 28, 28), CLASSES)
     conv2 = state["features.conv2.weight"]  # [2 * 2w, 2w, 5, 5]
     assert torch.equal(conv2[: 2 * WIDTH, WIDTH:], torch.zeros_like(conv2[: 2 * WIDTH, WIDTH:]))
     assert torch.equal(conv2[2 * WIDTH :, WIDTH:], models[1].features.conv2.weight)
