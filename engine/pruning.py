@@ -135,10 +135,10 @@ def prune_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict:
     previous: torch.Tensor | None = None  # kept input channels of the current conv
     for conv_name, bn_name in chain:
         conv = model.get_submodule(conv_name)
-        out = keep.get(conv_name, torch.arange(conv.out_channels)).long().cpu()
+        out = keep.get(conv_name, torch.arange(conv.out_channels, device="cpu")).long().cpu()
         if len(out) == 0 or (out.numel() and (out.min() < 0 or out.max() >= conv.out_channels)):
             raise ValueError(f"{conv_name}: keep indices must be within 0..{conv.out_channels - 1} and not empty")
-        in_ = previous if previous is not None else torch.arange(conv.in_channels)
+        in_ = previous if previous is not None else torch.arange(conv.in_channels, device="cpu")
         weight_slices = [(0, out), (1, in_)]
         new = nn.Conv2d(len(in_), len(out), conv.kernel_size, conv.stride, conv.padding, conv.dilation,
                         bias=conv.bias is not None, padding_mode=conv.padding_mode, **_factory(conv))
@@ -170,7 +170,7 @@ def prune_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict:
     fc1 = model.get_submodule(fc1_name)
     last = chain[-1][0]
     positions = fc1.in_features // old_widths[last]
-    columns = (previous[:, None] * positions + torch.arange(positions)).flatten()
+    columns = (previous[:, None] * positions + torch.arange(positions, device="cpu")).flatten()
     new_fc = nn.Linear(len(columns), fc1.out_features, bias=fc1.bias is not None, **_factory(fc1))
     new_fc.weight.copy_(_take(fc1.weight, [(1, columns)]))
     new_fc.weight.requires_grad_(fc1.weight.requires_grad)
@@ -244,7 +244,7 @@ def shrink_to_state(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn
         key = f"{conv}.weight"
         if key not in state_dict:
             raise ValueError(f"state dict has no {key!r}: not a checkpoint of this model")
-        keep[conv] = torch.arange(state_dict[key].shape[0])
+        keep[conv] = torch.arange(state_dict[key].shape[0], device="cpu")
     prune_channels(model, keep)
     model.load_state_dict(state_dict)
     return model
