@@ -92,8 +92,8 @@ def test_mutant_rejects_members_of_another_family():
         mutant_state([lenet.state_dict(), vgg.state_dict()], ModelSpec(name="lenet", width=WIDTH), (1, 28, 28), CLASSES)
 
 
-def sgd_steps(model: nn.Module, shape, steps: int = 3) -> None:
-    params = [p for p in model.parameters() if p.requires_grad]
+def sgd_steps(model: nn.Module, shape, steps: int = 3, all_params: bool = False) -> None:
+    params = [p for p in model.parameters() if p.requires_grad or all_params]
     optimizer = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01)
     model.train()
     for step in range(steps):
@@ -104,14 +104,16 @@ def sgd_steps(model: nn.Module, shape, steps: int = 3) -> None:
         optimizer.step()
 
 
+@pytest.mark.parametrize("all_params", [False, True], ids=["trainable-params", "all-params"])
 @pytest.mark.parametrize("name", ["lenet", "vgg", "resnet"])
-def test_head_fusion_frozen_trunks_stay_bit_identical(name):
+def test_head_fusion_frozen_trunks_stay_bit_identical(name, all_params):
     models = members(name, 2)
     fusion = head_fusion([m.state_dict() for m in models], ModelSpec(name=name, width=WIDTH), SHAPES[name], CLASSES,
                          train_trunks=False)
     trunks_before = {k: v.clone() for k, v in fusion.trunks.state_dict().items()}
     head_before = fusion.head.weight.detach().clone()
-    sgd_steps(fusion, SHAPES[name])
+    # all_params: an optimizer (with weight decay) over every parameter must not move the trunks either.
+    sgd_steps(fusion, SHAPES[name], all_params=all_params)
     assert fusion.training and not any(t.training for t in fusion.trunks.modules())
     for key, value in fusion.trunks.state_dict().items():  # weights and BatchNorm statistics
         assert torch.equal(value, trunks_before[key]), key

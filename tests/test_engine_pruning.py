@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.fusion import mutant_state
 from engine.models import build_model
 from engine.pruning import channel_scores, plan_pruning, prune_channels, prune_step, shrink_to_state, widths
 from engine.spec import ModelSpec, PruneSpec, SpecError
@@ -186,3 +187,19 @@ def test_resnet_is_refused():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(SpecError, match=message):
         prune_step(model, optimizer, PruneSpec(every=1), {})
+
+
+def test_a_pruned_mutant_trains():
+    states = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        states.append(build_model(ModelSpec(name="vgg", width=2), SHAPE, CLASSES).state_dict())
+    wide_spec, state = mutant_state(states, ModelSpec(name="vgg", width=2), SHAPE, CLASSES)
+    mutant = build_model(wide_spec, SHAPE, CLASSES)
+    mutant.load_state_dict(state)
+    optimizer = torch.optim.SGD(mutant.parameters(), lr=0.05, momentum=0.9)
+    train_steps(mutant, optimizer, 2, seed=4)
+    initial = widths(mutant)
+    optimizer, report = prune_step(mutant, optimizer, PruneSpec(every=1, fraction=0.5), initial)
+    assert report["widths"] == {layer: width // 2 for layer, width in initial.items()}
+    assert math.isfinite(train_steps(mutant, optimizer, 2, seed=5))
