@@ -126,6 +126,87 @@ def test_events_tail_reads_only_new_bytes_and_drops_redone_steps(tmp_path: Path)
     assert tail.series["subset.dist"].steps == [0] and tail.series["eval_acc"].steps == []
 
 
+def whole_file_fold(path: Path) -> tuple:
+    """What the runs list needs from events.jsonl, folded from every event run_events keeps."""
+    from engine.events import run_events
+    from workbench.records import lifecycle
+
+    events = run_events(path)
+    movements = [e for e in events if e.get("type") == "movement"]
+    first_start = next((e for e in events if e.get("type") == "start"), {})
+    return lifecycle(events), first_start, movements[-1] if movements else None
+
+
+def test_records_read_only_the_new_bytes_of_a_live_run(tmp_path: Path, monkeypatch):
+    """record_from_folder (the runs list re-reads every live run each second) folds only what
+    was appended since its last read, and agrees with folding the whole file every time."""
+    from workbench import records
+
+    reads: list[tuple[int, int]] = []  # (from offset, to offset) of every read of events.jsonl
+
+    def spy(path, offset=0):
+        events, end = read_events(path, offset)
+        reads.append((offset, end))
+        return events, end
+
+    from engine.events import read_events
+
+    monkeypatch.setattr(records, "read_events", spy)
+    logs = tmp_path / "logs"
+    folder = make_run(logs, "live0001", "baseline", "running", time.time())
+    path = folder / "events.jsonl"
+
+    def check() -> None:
+        fold = records.fold_events(path)
+        assert ((fold.status, fold.start, fold.end), fold.first_start, fold.movement) == whole_file_fold(path)
+
+    check()
+    chunks = [
+        [movement(20), movement(30)],
+        [{"type": "end", "step": 30, "status": "cancelled"}, {"type": "queued", "time": 1.0}],
+        [start("live0001", "baseline", step=30, resumed_from=30), movement(40, 0.5)],  # keeps 30
+        [{"type": "end", "step": 40, "status": "failed", "error": "boom"}],
+        [start("live0001", "baseline", step=20, resumed_from=20)],  # drops 30 and 40: back to 20
+        [movement(30, 0.7), {"type": "eval", "step": 30, "train_loss": 1.0, "eval_loss": 1.0, "eval_acc": 0.5}],
+        [start("live0001", "baseline", step=0, resumed_from=0)],  # from scratch: no movement stands
+        [movement(0), {"type": "end", "step": 0, "status": "completed"}],
+    ]
+    for chunk in chunks:
+        size = path.stat().st_size
+        reads.clear()
+        append(path, *chunk)
+        check()
+        assert reads[0][0] == size  # read from where the last read stopped, not from 0
+    record = records.record_from_folder(folder)
+    assert record["status"] == "completed" and record["subset_dist"] == 0.0
+
+    # nothing appended: nothing read; a line being written: read up to its start only
+    reads.clear()
+    check()
+    assert reads == []
+    size = path.stat().st_size
+    with open(path, "a") as file:
+        file.write(json.dumps(movement(10)) + "\n" + '{"type": "movem')
+    check()
+    assert reads == [(size, size + len(json.dumps(movement(10))) + 1)]
+    with open(path, "a") as file:
+        file.write('ent", "step": 11, "subsets": {}}\n')
+    check()
+    assert records.fold_events(path).movement["step"] == 11
+
+    # replaced by a shorter file (or truncated): folded again from the top
+    path.write_text(json.dumps(start("live0001", "baseline")) + "\n")
+    reads.clear()
+    check()
+    assert reads == [(0, path.stat().st_size)] and records.fold_events(path).movement is None
+    replacement = tmp_path / "other.jsonl"
+    replacement.write_text("".join(json.dumps(e) + "\n" for e in (start("live0001", "baseline"), movement(5), movement(6))))
+    replacement.replace(path)  # a new file (new inode), longer than the old one
+    reads.clear()
+    check()
+    assert reads[0][0] == 0 and records.fold_events(path).movement["step"] == 6
+
+
 def test_log_tail_and_filters(tmp_path: Path):
     log = LogTail(tmp_path / "worker.log", limit=3)
     assert log.poll() == []

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.events import run_events
+from engine.events import read_events
 from engine.run_folder import ID_LENGTH, RunFolder, read_json
 from workbench.heartbeat import STALE_SECONDS, read_heartbeat
 
@@ -59,10 +61,14 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def lifecycle(events: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    """(status, newest start event, end event or None) from a run's events. The newest of
-    `queued` (written at submit and at resume), `start` and `end` decides."""
-    status, start, end = "queued", {}, None
+Lifecycle = tuple[str, dict[str, Any], dict[str, Any] | None]
+
+
+def lifecycle(events: list[dict[str, Any]], before: Lifecycle = ("queued", {}, None)) -> Lifecycle:
+    """(status, newest start event, end event or None) from a run's events (following on
+    from `before`, the lifecycle of the events before them). The newest of `queued`
+    (written at submit and at resume), `start` and `end` decides."""
+    status, start, end = before
     for event in events:
         kind = event.get("type")
         if kind == "queued":  # the process of an earlier start is not this attempt's
@@ -74,12 +80,81 @@ def lifecycle(events: list[dict[str, Any]]) -> tuple[str, dict[str, Any], dict[s
     return status, start, end
 
 
-def latest_movement(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """`movement` as a summary holds it, from the newest movement record."""
-    for event in reversed(events):
-        if event.get("type") == "movement":
-            return {"steps": event["step"], "movement": event["subsets"]}
-    return {}
+def _survives(step: int, cut: int) -> bool:
+    """engine.events.run_events' rule: after a resume from step `cut`, a step stands when it
+    is below the cut, or equal to it when the cut is past 0 (a restart from 0 redoes step 0)."""
+    return step < cut or 0 < cut == step
+
+
+@dataclass(frozen=True)
+class EventsFold:
+    """What a record needs from a run's events.jsonl, folded up to byte `offset`: read once,
+    then only the bytes appended since (the runs list re-reads every live run each second).
+    `inode` and `offset` tell a replaced or truncated file, which is folded again from 0."""
+
+    inode: int = 0
+    offset: int = 0
+    status: str = "queued"
+    start: dict[str, Any] = field(default_factory=dict)  # newest start
+    end: dict[str, Any] | None = None
+    first_start: dict[str, Any] = field(default_factory=dict)
+    movement: dict[str, Any] | None = None  # newest movement still standing after resumes
+
+    def take(self, events: list[dict[str, Any]]) -> EventsFold | None:
+        """This fold with `events` (the next ones in the file) added; None when a resume
+        drops the newest movement read before and the one before it is needed (not kept)."""
+        status, start, end = self.status, self.start, self.end
+        first_start, older = self.first_start, self.movement
+        movements: list[dict[str, Any]] = []  # this batch's, in file order
+        for event in events:
+            kind = event.get("type")
+            if kind == "start" and event.get("resumed_from") is not None:
+                cut = event["resumed_from"]
+                movements = [m for m in movements if _survives(m.get("step", 0), cut)]
+                if older is not None and not _survives(older.get("step", 0), cut):
+                    return None
+            if kind == "movement":
+                movements.append(event)
+            elif kind == "start":
+                first_start = first_start or event
+        status, start, end = lifecycle(events, (status, start, end))
+        return replace(self, status=status, start=start, end=end, first_start=first_start,
+                       movement=movements[-1] if movements else older)
+
+
+_FOLDS: dict[str, EventsFold] = {}  # by events.jsonl path
+_FOLDS_LOCK = threading.Lock()
+_FOLDS_KEPT = 4096  # a store rebuild over more runs than this just folds the oldest again
+
+
+def fold_events(path: Path) -> EventsFold:
+    """The fold of the events file `path`, reading only what was appended since the last
+    call for `path` (from any thread). The same figures as folding engine.events.run_events."""
+    key = str(Path(path).absolute())
+    try:
+        stat = os.stat(key)
+    except FileNotFoundError:
+        with _FOLDS_LOCK:
+            _FOLDS.pop(key, None)
+        return EventsFold()
+    with _FOLDS_LOCK:
+        fold = _FOLDS.get(key)
+    if fold is None or fold.inode != stat.st_ino or stat.st_size < fold.offset:
+        fold = EventsFold(inode=stat.st_ino)  # new, replaced or truncated: from the top
+    if stat.st_size == fold.offset:
+        return fold
+    events, offset = read_events(key, fold.offset)
+    folded = fold.take(events)
+    if folded is None:  # a resume reached back past what the fold keeps: fold the file again
+        events, offset = read_events(key, 0)
+        folded = EventsFold(inode=stat.st_ino).take(events)
+    folded = replace(folded, offset=offset)
+    with _FOLDS_LOCK:
+        _FOLDS.pop(key, None)
+        _FOLDS[key] = folded
+        while len(_FOLDS) > _FOLDS_KEPT:
+            del _FOLDS[next(iter(_FOLDS))]
+    return folded
 
 
 def record_from_folder(path: Path) -> dict[str, Any] | None:
@@ -89,12 +164,12 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         return None
     spec = folder.spec() or {}
     launch = read_json(path / LAUNCH_FILE) or {}
-    events = run_events(folder.events_path)
-    status, start, end = lifecycle(events)
-    first_start = next((e for e in events if e.get("type") == "start"), {})
+    fold = fold_events(folder.events_path)
+    status, start, end, first_start = fold.status, fold.start, fold.end, fold.first_start
     summary = folder.summary() if end else None  # a summary from before a resume is stale
     beat = read_heartbeat(path) if status in ACTIVE else None
-    figures = summary_figures(summary or latest_movement(events))
+    movement = {"steps": fold.movement["step"], "movement": fold.movement["subsets"]} if fold.movement else {}
+    figures = summary_figures(summary or movement)
     if beat and beat.get("phase") == "running":
         figures["step"] = max(figures.get("step") or 0, beat.get("step") or 0)
     record = {
