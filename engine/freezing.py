@@ -75,7 +75,9 @@ class Freezer:
         for layer in layers:
             if not any(fixed[name].any() for name in layer.params):
                 continue
-            kernels = _whole_kernels(fixed, layer)
+            # A layer of kernel groups is fixed a whole group tensor at a time (level 1), and its
+            # own forward already computes fixed and trainable groups in separate calls.
+            kernels = _whole_kernels(fixed, layer) if layer.groups == 1 else None
             if kernels is not None and not kernels.all():
                 # Must be an instance attribute: nn.Module.__call__ looks up self.forward.
                 modules[layer.name].forward = _split_forward(modules[layer.name], kernels)

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from engine.grouped import group_params
 from engine.models import Layer
 from engine.spec import PartitionSpec, SpecError
 
@@ -46,14 +47,31 @@ def _check_layer_names(layers: list[Layer], spec: PartitionSpec) -> None:
             )
 
 
+def _group_tensors(layers: list[Layer], spec: PartitionSpec) -> set[str]:
+    """The `groups` strategy fixes its groups' tensors whole, FC ones too (include_fc does not apply),
+    but never the head's: the classifier before the softmax always trains."""
+    members = group_params(layers)
+    bad = [k for k in spec.groups if k not in members]
+    if bad:
+        raise SpecError(f"partition.groups {bad}: this model's kernel groups are 0..{len(members) - 1}")
+    return {name for k in spec.groups for name in members[k]}
+
+
 def partition_masks(params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec) -> Masks:
     """Masks for `subset` and `fixed` (complements of each other) over every parameter."""
     if spec.strategy == "layers":
         _check_layer_names(layers, spec)
+    grouped = [layer.name for layer in layers if layer.groups > 1]
+    if grouped and spec.strategy not in ("groups", "none"):
+        raise SpecError(
+            f"partition.strategy {spec.strategy!r} splits single kernel tensors, but {grouped[0]!r} holds kernel "
+            "groups; use partition.strategy 'groups' or 'none'"
+        )
+    group_tensors = _group_tensors(layers, spec) if spec.strategy == "groups" else set()
     generator = torch.Generator().manual_seed(spec.seed)
     fixed: dict[str, torch.Tensor] = {}
     for layer in layers:
-        partitioned = layer.kind == "conv" or spec.include_fc
+        partitioned = layer.kind == "conv" or spec.include_fc or spec.strategy == "groups"
         for name in layer.params:
             fixed[name] = torch.zeros(params[name].shape, dtype=torch.bool)
         if not partitioned or spec.strategy == "none":
@@ -70,6 +88,9 @@ def partition_masks(params: dict[str, torch.Tensor], layers: list[Layer], spec: 
         elif spec.strategy == "layers" and layer.name in spec.layers:
             for name in layer.params:
                 fixed[name] = torch.ones(params[name].shape, dtype=torch.bool)
+        elif spec.strategy == "groups":
+            for name in layer.params:
+                fixed[name] = torch.full(params[name].shape, name in group_tensors, dtype=torch.bool)
     missing = set(params) - set(fixed)
     if missing:  # every parameter must belong to a layer, or it would escape both subsets
         raise ValueError(f"parameters outside any layer: {sorted(missing)}")
