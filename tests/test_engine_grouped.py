@@ -248,3 +248,31 @@ def test_fixed_groups_stay_bit_identical_through_momentum_and_weight_decay(name,
             assert torch.equal(params[n].detach().view(torch.int32), init[n].view(torch.int32)), n
         else:
             assert not torch.equal(params[n].detach(), init[n]), f"{n} did not train"
+
+
+class MatmulOutputs(TorchDispatchMode):
+    """Records the shape of every matrix product (where a linear layer's weight gradient comes from)."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.bmm.default):
+            self.shapes.append(tuple(out.shape))
+        return out
+
+
+@pytest.mark.parametrize("fixed", [[1, 2], [0]])
+def test_fixed_groups_of_a_hidden_fc_layer_get_no_weight_gradient_computed(fixed):
+    model = build("vgg", width=8, groups=4, connectivity="grouped")
+    layers, masks = group_partition(model, fixed)
+    Freezer(model, layers, masks["fixed"])
+    block = tuple(dict(model.named_parameters())["classifier.fc1.weight_g0"].shape)
+    loss = model(images()).sum()
+    with MatmulOutputs() as products:
+        loss.backward()
+    # a weight gradient is a product shaped like the weight block (or its transpose), one per trainable group
+    grads = sum(torch.Size(s).numel() for s in products.shapes if s[-2:] in (block, block[::-1]))
+    assert grads == (4 - len(fixed)) * block[0] * block[1]
