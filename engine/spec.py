@@ -209,6 +209,8 @@ class ExperimentSpec(_Section):
                 raise ValueError(f"fusion.mode {self.fusion.mode!r} needs fusion.runs, the run ids to fuse")
             if self.ensemble.members > 1 or groups > 1:
                 raise ValueError("fusion needs ensemble.members 1 and model.groups 1 (the fused model is built from the runs)")
+        if self.fusion.prune.every and self.fusion.mode != "mutant":
+            raise ValueError("fusion.prune.every > 0 needs fusion.mode 'mutant' (channel pruning narrows the fused model)")
         if self.seeding.run and not self.seeding.groups:
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self
@@ -222,13 +224,14 @@ class ExperimentSpec(_Section):
 
     def digest(self) -> str:
         """Identifies what was computed: equal digests mean interchangeable runs."""
-        dump = self.model_dump(mode="json", exclude={"description"})
+        # The ensemble implementations compute the same function: which one ran is not part of what.
+        dump = self.model_dump(mode="json", exclude={"description": True, "ensemble": {"implementation"}})
         defaults = ExperimentSpec().model_dump(mode="json")
         # Keys added after runs already existed leave the digest alone at their default,
         # so those runs stay re-usable by studies and resumable.
         for section, keys in _LATER_KEYS.items():
             for key in keys:
-                if key is None and dump.get(section) == defaults[section]:
+                if key is None and dump.get(section) == {k: v for k, v in defaults[section].items() if k in dump[section]}:
                     dump.pop(section, None)
                 elif key is not None and dump[section].get(key) == defaults[section][key]:
                     dump[section].pop(key, None)

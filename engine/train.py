@@ -14,22 +14,27 @@ from __future__ import annotations
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.construction import construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
+from engine.ensemble import ensemble_logits, ensemble_loss
 from engine.events import EventWriter
 from engine.freezing import Freezer
-from engine.models import Layer, build_model, model_layers
+from engine.models import Layer, model_layers, param_count
+from engine.pruning import prune_step, shrink_to_state, widths
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, OptimizerSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
 from engine.tracking import MovementTracker
+
 
 FLUSH_SECONDS = 1.0  # how often queued movement records reach events.jsonl (one host sync each)
 EVAL_BATCH = 1000  # examples per forward pass when evaluating
@@ -43,22 +48,34 @@ class Prepared:
     model: nn.Module
     layers: list[Layer]
     masks: Masks
+    notes: dict = field(default_factory=dict)  # how the model was built, for the start event
 
 
-def prepare(spec: ExperimentSpec) -> Prepared:
-    """Everything that can fail because of the spec, done before any file is written."""
+def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
+    """Everything that can fail because of the spec, done before any file is written.
+
+    `runs_dir` is where other runs live (the logs directory): seeded groups and fusions
+    read their checkpoints from there.
+    """
     device = resolve_device(spec.device)
     # The spec records the device the run really used ("auto" becomes "cpu" or "cuda:0").
     spec = spec.model_copy(update={"device": str(device)})
     data = load_data(spec.data, device)
-    with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
-        torch.manual_seed(spec.seed)
-        model = build_model(spec.model, data.input_shape, data.num_classes)
+    built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
+    model, spec = built.model, built.spec
     layers = model_layers(model)
     masks = partition_masks(dict(model.named_parameters()), layers, spec.partition)
     if spec.freeze and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
-    return Prepared(spec, device, data, model.to(device), layers, masks)
+    notes = {**built.notes, "params": param_count(model)}
+    return Prepared(spec, device, data, model.to(device), layers, masks, notes)
+
+
+def training_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy; an ensemble's logits [batch, member, class] give each member its own loss."""
+    if logits.dim() == 3:
+        return ensemble_loss(logits, labels)
+    return F.cross_entropy(logits, labels)
 
 
 def make_optimizer(params: list[torch.Tensor], spec: OptimizerSpec) -> torch.optim.Optimizer:
@@ -104,18 +121,30 @@ class BatchOrder:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean loss and accuracy on a held-out split (BatchNorm in eval mode)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Mean loss and accuracy on a held-out split (BatchNorm in eval mode).
+
+    An ensemble is scored on its members' averaged logits, and each member on its own
+    (`member_acc`), so the gain of ensembling is visible in one event.
+    """
     model.eval()
     loss = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device)
+    member_correct = None
     for start in range(0, len(x), EVAL_BATCH):
         logits = model(x[start : start + EVAL_BATCH])
         labels = y[start : start + EVAL_BATCH]
+        if logits.dim() == 3:
+            hits = (logits.argmax(2) == labels.unsqueeze(1)).sum(0)
+            member_correct = hits if member_correct is None else member_correct + hits
+            logits = ensemble_logits(logits)
         loss += F.cross_entropy(logits, labels, reduction="sum")
         correct += (logits.argmax(1) == labels).sum()
     model.train()
-    return loss.item() / len(x), correct.item() / len(x)
+    result = {"eval_loss": loss.item() / len(x), "eval_acc": correct.item() / len(x)}
+    if member_correct is not None:
+        result["member_acc"] = [round(c / len(x), 6) for c in member_correct.tolist()]
+    return result
 
 
 def train(
@@ -147,8 +176,15 @@ def train(
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
 
     freezer = Freezer(model, prep.layers, prep.masks["fixed"]) if spec.freeze else None
-    optimizer = make_optimizer(freezer.trainable() if freezer else list(model.parameters()), spec.optimizer)
-    tracker = MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
+    pruning = spec.fusion.prune if spec.fusion.prune.every else None
+    initial_widths = widths(model) if pruning else None  # the widths pruning's floor is relative to
+    if pruning and state is not None:
+        # A pruned checkpoint has fewer channels than the model as built: shrink to fit.
+        shrink_to_state(model, state["model"])
+    # Weights fixed by construction (a fused run's frozen trunks) are not handed to the optimizer.
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], spec.optimizer)
+    # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
+    tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     order = BatchOrder(len(data.train_y), spec.data.batch_size, spec.seed, prep.device)
     events = EventWriter(folder.events_path)
 
@@ -158,7 +194,7 @@ def train(
             on_event(event)
 
     def flush_movement() -> None:
-        for event in tracker.flush():
+        for event in tracker.flush() if tracker else ():
             emit(event)
 
     first_step = 0
@@ -169,7 +205,8 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         order.load_state_dict(state["order"])
-        tracker.load_state_dict(state["tracker"])
+        if tracker:
+            tracker.load_state_dict(state["tracker"])
         torch.set_rng_state(state["rng"]["cpu"])
         if prep.device.type == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"], prep.device)
@@ -189,9 +226,10 @@ def train(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "subset_sizes": subset_sizes(prep.masks),
+            **prep.notes,
         }
     )
-    if state is None:
+    if state is None and tracker:
         tracker.measure(0)
     every, eval_every, ckpt_every = spec.track.every, spec.train.eval_every, spec.checkpoint.every
     step, status, error = first_step, "completed", None
@@ -211,7 +249,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "order": order.state_dict(),
-                "tracker": tracker.state_dict(),
+                "tracker": tracker.state_dict() if tracker else None,
                 "rng": rng,
                 "loss_sum": loss_sum.cpu(),
                 "loss_count": loss_count,
@@ -222,16 +260,17 @@ def train(
 
     def run_eval() -> None:
         nonlocal loss_sum, loss_count, last_eval
-        eval_loss, eval_acc = evaluate(model, data.test_x, data.test_y)
         train_loss = loss_sum.item() / loss_count if loss_count else None
-        last_eval = {"train_loss": train_loss, "eval_loss": eval_loss, "eval_acc": eval_acc}
+        last_eval = {"train_loss": train_loss, **evaluate(model, data.test_x, data.test_y)}
         emit({"type": "eval", "step": step, **last_eval})
         loss_sum, loss_count = torch.zeros((), device=prep.device), 0
 
+    if state is None and spec.fusion.mode != "none":
+        run_eval()  # a fusion starts from trained members: its step-0 score is the ensemble's
     try:
         for step in range(first_step + 1, spec.train.steps + 1):
             index = order.next()
-            loss = F.cross_entropy(model(data.train_x[index]), data.train_y[index])
+            loss = training_loss(model(data.train_x[index]), data.train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -240,7 +279,10 @@ def train(
             loss_sum += loss.detach()
             loss_count += 1
 
-            if every and step % every == 0:
+            if pruning and step % pruning.every == 0:
+                optimizer, report = prune_step(model, optimizer, pruning, initial_widths)
+                emit({"type": "prune", "step": step, **report})
+            if tracker and every and step % every == 0:
                 tracker.measure(step)
             if eval_every and step % eval_every == 0 and step != spec.train.steps:
                 flush_movement()
@@ -267,16 +309,17 @@ def train(
         raise
 
     # The end of the run: one last record of everything, then the summary, written last.
-    if tracker.previous_step != step:
+    if tracker and tracker.previous_step != step:
         tracker.measure(step)
     flush_movement()
     if status == "completed":
-        run_eval()
+        if step != 0 or not last_eval:  # a 0-step run was scored at step 0 already
+            run_eval()
         folder.save_tensors(folder.checkpoint_path("final"), model.state_dict())
     else:
         save_state(step)
     elapsed = elapsed_before + time.monotonic() - started
-    movement = tracker.last_event["subsets"]
+    movement = tracker.last_event["subsets"] if tracker else None
     summary = {
         "run_id": folder.run_id,
         "experiment": experiment,
@@ -288,6 +331,7 @@ def train(
         "final": last_eval or {"train_loss": None, "eval_loss": None, "eval_acc": None},
         "wall_seconds": round(elapsed, 3),
         "steps_per_second": round(step / elapsed, 2) if elapsed > 0 else None,
+        "params": param_count(model),
         **({"resumed": True} if resume else {}),
     }
     folder.write_summary(summary)

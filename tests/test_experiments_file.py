@@ -40,10 +40,10 @@ def test_adding_an_entry_keeps_every_other_line(shipped_copy: Path):
     before = shipped_copy.read_text()
     save_experiment(shipped_copy, "quarter", {"base": "baseline", "freeze": True, "partition": {"fraction": 0.25}})
     after = shipped_copy.read_text()
-    old_end = '      "freeze": true\n    }\n  },\n  "studies"'
+    old_end = '    }\n  },\n  "studies"'  # the last experiment's closing brace, then the studies
     assert before.count(old_end) == 1
     expected = before.replace(old_end, (
-        '      "freeze": true\n    },\n'
+        '    },\n'
         '    "quarter": {\n'
         '      "base": "baseline",\n'
         '      "freeze": true,\n'
@@ -53,7 +53,7 @@ def test_adding_an_entry_keeps_every_other_line(shipped_copy: Path):
     assert after == expected
     raw = json.loads(after)
     assert list(raw) == ["$schema", "experiments", "studies"]
-    assert list(raw["experiments"]) == ["baseline", "half-fixed", "quarter"]
+    assert list(raw["experiments"]) == [*json.loads(before)["experiments"], "quarter"]
     assert raw["studies"] == json.loads(before)["studies"]
     catalog = Experiments.load(shipped_copy)
     assert catalog.errors() == []
@@ -86,7 +86,7 @@ def test_existing_name_refused_unless_overwrite(shipped_copy: Path):
     assert shipped_copy.read_bytes() == before
     save_experiment(shipped_copy, "half-fixed", {"base": "baseline", "freeze": True, "seed": 4}, overwrite=True)
     raw = json.loads(shipped_copy.read_text())
-    assert list(raw["experiments"]) == ["baseline", "half-fixed"]  # replaced in place
+    assert list(raw["experiments"]) == list(json.loads(before)["experiments"])  # replaced in place
     assert raw["experiments"]["half-fixed"] == {"base": "baseline", "freeze": True, "seed": 4}
 
 

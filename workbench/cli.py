@@ -260,6 +260,42 @@ def submit(
 
 @app.command()
 @friendly
+def fuse(
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more trained runs of one model (unique prefixes work).")],
+    mode: Annotated[str, typer.Option(help="average: mean of the members' logits; head: one new linear + softmax "
+                                      "on the members' trunks; mutant: one wide model, trained as one.")] = "mutant",
+    steps: Annotated[Optional[int], typer.Option(min=0, help="Training steps (default: 0 for average, else the members').")] = None,
+    train_trunks: Annotated[bool, typer.Option("--train-trunks", help="head: train the trunks too (default: frozen).")] = False,
+    prune_every: Annotated[int, typer.Option(min=0, help="mutant: prune channels every K steps (0: never).")] = 0,
+    prune_fraction: Annotated[float, typer.Option(help="mutant: share of each conv layer's channels removed per pruning.")] = 0.1,
+    prune_criterion: Annotated[str, typer.Option(help="mutant: bn_scale (network slimming) or channel_norm.")] = "bn_scale",
+    prune_min_fraction: Annotated[float, typer.Option(help="mutant: never prune a layer below this share of its channels.")] = 0.5,
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N.")] = "final",
+    device: Device = None,
+    set_: Overrides = None,
+    max_per_device: MaxPerDevice = None,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Build a new run from trained runs and queue it in the background."""
+    from workbench.fuse import fused_spec
+    from workbench.runner import resolve_spec_device, submit as submit_run
+
+    members = [_find_run(logs_dir, run_id) for run_id in run_ids]
+    prune = {"every": prune_every, "fraction": prune_fraction, "criterion": prune_criterion, "min_fraction": prune_min_fraction}
+    fusion = {"checkpoint": checkpoint, "train_trunks": train_trunks, "prune": prune}
+    spec = fused_spec(members, mode, steps=steps, overrides=_resolve_overrides(set_, device, None), fusion=fusion)
+    name = f"fuse-{mode}"
+    folder = submit_run(resolve_spec_device(spec), name, logs_dir, max_per_device=max_per_device)
+    if as_json:
+        typer.echo(json.dumps({"run_ids": [folder.run_id]}))
+    else:
+        typer.echo(f"queued {folder.run_id} ({name} of {', '.join(m['run_id'] for m in members)}, {spec.device}): {folder.path}")
+        typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {folder.run_id}", err=True)
+
+
+@app.command()
+@friendly
 def cancel(
     run_ids: Annotated[list[str], typer.Argument(help="Run ids (unique prefixes work).")],
     logs_dir: LogsDir = Path("logs"),

@@ -30,7 +30,7 @@ def run_headless(
     from engine.stopping import stop_on_signals
     from engine.train import prepare  # torch is imported here, not at CLI start-up
 
-    prepared = prepare(spec)  # raises SpecError: nothing has been written yet
+    prepared = prepare(spec, runs_dir=logs_dir)  # raises SpecError: nothing has been written yet
     store = Store(logs_dir)
     folder = RunFolder.create(logs_dir)
     with open(folder.log_path, "a", encoding="utf-8") as log, Heartbeat(folder.path, "running") as heartbeat:

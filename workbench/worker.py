@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             _set_cpu_threads(spec.device, args.max_per_device)
             from engine.train import prepare
 
-            prepared = prepare(spec)
+            prepared = prepare(spec, runs_dir=folder.path.parent)
         except Exception as exc:
             record_failure(folder, store, log, exc, step=_resume_step(folder))
             return 1

@@ -1,0 +1,141 @@
+"""The model a run trains, built from its spec: plain, with seeded kernel groups, an
+ensemble of members trained as one, or a fusion of trained runs.
+
+Every construction happens on the CPU under the run's `seed` (so the initial weights do
+not depend on the device) and before any file is written: a bad run id or a member
+that does not fit fails here, as a SpecError naming it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.models import build_model
+from engine.run_folder import RunFolder
+from engine.spec import ExperimentSpec, ModelSpec, SpecError
+
+
+@dataclass
+class Construction:
+    model: nn.Module  # on the CPU
+    spec: ExperimentSpec  # with choices made here resolved (the ensemble implementation)
+    notes: dict = field(default_factory=dict)  # what the start event should say about the construction
+
+
+def construct(
+    spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, device: torch.device, runs_dir: Path | None
+) -> Construction:
+    if spec.fusion.mode != "none":
+        return _fused(spec, input_shape, num_classes, runs_dir)
+    if spec.ensemble.members > 1:
+        return _ensemble(spec, input_shape, num_classes, device)
+    with torch.random.fork_rng(devices=[]):  # seed the init without disturbing the caller's RNG
+        torch.manual_seed(spec.seed)
+        model = build_model(spec.model, input_shape, num_classes)
+    notes = {}
+    if spec.seeding.groups:
+        _seed_groups(model, spec, input_shape, num_classes, runs_dir)
+        notes["seeded_groups"] = spec.seeding.groups
+    return Construction(model, spec, notes)
+
+
+def _seed_groups(
+    model: nn.Module, spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, runs_dir: Path | None
+) -> None:
+    from engine.seeding import seed_groups, seeded_source
+
+    seeding = spec.seeding
+    if seeding.run:
+        source = _run_checkpoint(seeding.run, seeding.checkpoint, runs_dir, "seeding.run")
+    else:
+        source = seeded_source(spec.model, input_shape, num_classes, seeding.seed)
+    seed_groups(model, source, seeding.groups)
+
+
+def _ensemble(
+    spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, device: torch.device
+) -> Construction:
+    from engine.ensemble import build_ensemble, pick_implementation
+
+    members, implementation = spec.ensemble.members, spec.ensemble.implementation
+    notes: dict = {}
+    if implementation == "auto":
+        # Measured on this device, not assumed: which one wins depends on the hardware.
+        implementation, times = pick_implementation(
+            spec.model, input_shape, num_classes, members, spec.data.batch_size, device
+        )
+        notes["implementation_step_seconds"] = {name: round(t, 6) for name, t in times.items()}
+    notes["implementation"] = implementation
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = build_ensemble(spec.model, input_shape, num_classes, members, implementation)
+    resolved = spec.model_copy(update={"ensemble": spec.ensemble.model_copy(update={"implementation": implementation})})
+    return Construction(model, resolved, notes)
+
+
+def _fused(
+    spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, runs_dir: Path | None
+) -> Construction:
+    fusion = spec.fusion
+    states = [_run_checkpoint(run, fusion.checkpoint, runs_dir, "fusion.runs") for run in fusion.runs]
+    _check_members(spec, runs_dir)
+    notes = {"fused_runs": fusion.runs, "mode": fusion.mode}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)  # the only fresh weights: the head of `head` mode
+        if fusion.mode == "average":
+            from engine.ensemble import build_ensemble, load_members
+
+            model = build_ensemble(spec.model, input_shape, num_classes, len(states), "sequential")
+            load_members(model, states)
+        elif fusion.mode == "head":
+            from engine.fusion import head_fusion
+
+            model = head_fusion(states, spec.model, input_shape, num_classes, fusion.train_trunks)
+        else:
+            from engine.fusion import mutant_state
+
+            wide, state = mutant_state(states, spec.model, input_shape, num_classes)
+            model = build_model(wide, input_shape, num_classes)
+            model.load_state_dict(state)
+            notes["width"] = wide.width
+    return Construction(model, spec, notes)
+
+
+def _check_members(spec: ExperimentSpec, runs_dir: Path | None) -> None:
+    """Every member must be a plain model of the fused run's family, width and data."""
+    for run in spec.fusion.runs:
+        member = ExperimentSpec.model_validate(RunFolder(_run_path(run, runs_dir, "fusion.runs")).spec())
+        if member.model != spec.model or member.ensemble.members != 1:
+            raise SpecError(
+                f"fusion.runs: run {run} is a {_describe_model(member.model)} model; every member must be a single "
+                f"{_describe_model(spec.model)} model"
+            )
+        if member.data.name != spec.data.name:
+            raise SpecError(f"fusion.runs: run {run} trained on {member.data.name}, not {spec.data.name}")
+
+
+def _describe_model(model: ModelSpec) -> str:
+    grouped = f", {model.groups} {model.connectivity} groups" if model.groups > 1 else ""
+    return f"{model.name} width {model.width}{grouped}"
+
+
+def _run_path(run: str, runs_dir: Path | None, key: str) -> Path:
+    if runs_dir is None:
+        raise SpecError(f"{key}: run {run} cannot be found without a logs directory")
+    path = runs_dir / run
+    if not (path / "spec.json").exists():
+        raise SpecError(f"{key}: no run {run!r} in {runs_dir} (see `workbench runs`)")
+    return path
+
+
+def _run_checkpoint(run: str, checkpoint: str, runs_dir: Path | None, key: str) -> dict[str, torch.Tensor]:
+    folder = RunFolder(_run_path(run, runs_dir, key))
+    path = folder.checkpoint_path(checkpoint)
+    if not path.exists():
+        found = sorted(p.stem for p in folder.checkpoints.glob("*.pt") if p.stem != "train_state")
+        raise SpecError(f"{key}: run {run} has no checkpoint {checkpoint!r}; it has: {', '.join(found) or 'none'}")
+    return folder.load_tensors(path)
