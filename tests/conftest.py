@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -96,3 +97,20 @@ def experiments_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def logs_dir(tmp_path: Path) -> Path:
     return tmp_path / "logs"
+
+
+@pytest.fixture
+def wb(workbench_exe, experiments_file):
+    """`wb("submit", "baseline", ...)` -> CompletedProcess, run as a real process in the
+    experiments file's folder with its own logs dir."""
+    cwd = experiments_file.parent
+    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_LOGS", "WORKBENCH_MAX_PER_DEVICE")}
+
+    def run(*args: object, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(workbench_exe), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True)
+        if check:
+            assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result
+
+    run.logs = cwd / "logs"
+    return run

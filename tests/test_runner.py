@@ -22,23 +22,6 @@ from workbench.records import record_from_folder
 TIMEOUT = 90  # seconds for a tiny run to finish on a busy 2-core machine
 
 
-@pytest.fixture
-def wb(workbench_exe, experiments_file):
-    """`wb("submit", "baseline", ...)` -> CompletedProcess, run as a real process in the
-    experiments file's folder with its own logs dir."""
-    cwd = experiments_file.parent
-    env = {k: v for k, v in os.environ.items() if k not in ("WORKBENCH_LOGS", "WORKBENCH_MAX_PER_DEVICE")}
-
-    def run(*args: object, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(workbench_exe), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True)
-        if check:
-            assert result.returncode == 0, (args, result.stdout, result.stderr)
-        return result
-
-    run.logs = cwd / "logs"
-    return run
-
-
 def submit(wb, *args: object) -> list[Path]:
     ids = json.loads(wb("submit", *args, "--json").stdout)["run_ids"]
     return [wb.logs / run_id for run_id in ids]
