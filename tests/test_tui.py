@@ -326,20 +326,6 @@ def test_the_tui_imports_no_torch():
     assert done.returncode == 0, done.stderr
 
 
-def test_run_screen_snapshot(tmp_path: Path, snap_compare):
-    """The Run screen of a finished run at 80x24 (pytest-textual-snapshot; refresh the saved
-    SVG with `pytest tests/test_tui.py --snapshot-update` after a deliberate change)."""
-    logs = tmp_path / "logs"
-    make_run(logs, "done0001", "baseline", "completed", 1_700_000_000.0)
-    app = app_for(logs, run_id="done0001")
-
-    async def loaded(pilot) -> None:
-        await settle(pilot, lambda: isinstance(app.screen, RunScreen) and app.screen.query_one("#chart-dist").points == 6)
-        await pilot.pause()
-
-    assert snap_compare(app, terminal_size=SIZE, run_before=loaded)
-
-
 @sync
 async def test_rerun_with_changes_opens_compose_on_the_runs_spec(logs: Path, tmp_path: Path):
     from workbench.tui.screens.compose import ComposeScreen

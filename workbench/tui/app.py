@@ -64,7 +64,7 @@ class WorkbenchApp(App):
         if "studies" in {a.binding.action for a in screen.active_bindings.values()}:
             keys.append(("t", "Studies"))
         keys.append(("ctrl+p", "Command palette"))
-        return keys
+        return list(dict.fromkeys(keys))  # once each, in order
 
     def action_studies(self) -> None:
         """The studies of the experiments file: progress, launch, verdict."""

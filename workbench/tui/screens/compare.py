@@ -150,7 +150,7 @@ class CompareScreen(PollingScreen):
                         yield CompareChart(title, self.plot_colours, id=chart_id)
             with TabPane("Spec diff", id="cmp-tab-spec"):
                 yield DataTable(id="cmp-spec", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield Footer(compact=True)
 
     def legend(self) -> Text:
         text = Text()

@@ -123,7 +123,7 @@ class ComposeScreen(Screen):
                              value=self.base if self.base else Select.NULL, id="compose-base", compact=True)
             yield SpecForm(self._initial_values, id="compose-form")
         yield Static(self._load_error, id="compose-status", markup=False)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.title = f"compose experiment: {self.experiments_path}"

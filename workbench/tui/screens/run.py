@@ -21,6 +21,7 @@ from workbench.tui.screens.actions import cancel_run, resume_run
 from workbench.tui.widgets.chart import MetricChart
 
 LAYER_METRICS = ("dist", "rel", "speed", "cos")
+TABS = Binding.Group("Tabs", compact=True)
 
 
 class RunScreen(PollingScreen):
@@ -30,10 +31,11 @@ class RunScreen(PollingScreen):
         Binding("escape", "back", "Back"),
         Binding("c", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
-        Binding("e", "rerun", "Re-run with changes"),
-        Binding("1", "tab('charts')", "Charts"),
-        Binding("2", "tab('layers')", "Layers"),
-        Binding("3", "tab('log')", "Log"),
+        Binding("e", "rerun", "Re-run", tooltip="Compose a new experiment from this run's spec"),
+        # One footer entry for the three (80 columns): `?` and the palette name each.
+        Binding("1", "tab('charts')", "Charts", group=TABS),
+        Binding("2", "tab('layers')", "Layers", group=TABS),
+        Binding("3", "tab('log')", "Log", group=TABS),
     ]
 
     def __init__(self, record: dict[str, Any], logs_dir: Path) -> None:
@@ -60,7 +62,7 @@ class RunScreen(PollingScreen):
                 yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True)
             with TabPane("Log", id="log"):
                 yield Log(id="run-log", max_lines=2000)
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#run-layers", DataTable)

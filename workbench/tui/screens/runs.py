@@ -87,7 +87,7 @@ class RunsScreen(PollingScreen):
             yield Static("status: all", id="runs-status-filter")
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-info")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#runs-table", DataTable)

@@ -210,7 +210,7 @@ class StudiesScreen(PollingScreen):
             yield Static("", id="study-answer")
             yield DataTable(id="study-verdict", cursor_type="none")
             yield MetricChart("subset dist ratio (arm / reference) over steps", id="study-chart")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#studies-table", DataTable)
