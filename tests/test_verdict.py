@@ -341,4 +341,4 @@ def test_arm_figures_give_each_arm_its_parameters_accuracy_and_step_time(tmp_pat
     assert lo < figures["baseline"]["step_ms"] < hi and figures["baseline"]["n"] == 3
     text = io.StringIO()
     Console(file=text, width=120).print(verdict_table(study_verdict("s", runs, "baseline")))
-    assert "half-fixed" in text.getvalue() and "600" in text.getvalue() and "14.17" in text.getvalue()
+    assert "half-fixed" in text.getvalue() and "600" in text.getvalue() and "14.2" in text.getvalue()

@@ -86,6 +86,7 @@ class RunSeries:
     summary: dict[str, Any]
     movement: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> {subset: metrics}
     evals: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> eval event
+    subset_sizes: dict[str, int] = field(default_factory=dict)  # from the start event: coordinates per subset
 
     @property
     def subsets(self) -> list[str]:
@@ -108,7 +109,9 @@ def read_run(path: str | Path) -> RunSeries:
     # run_events drops what an earlier attempt of a resumed run wrote after the resume point
     movement = {e["step"]: e.get("subsets") or {} for e in run_events(folder.events_path, "movement")}
     evals = {e["step"]: e for e in run_events(folder.events_path, "eval")}
-    return RunSeries(folder.path, folder.run_id, folder.spec() or {}, folder.summary() or {}, movement, evals)
+    starts = run_events(folder.events_path, "start")
+    sizes = (starts[0].get("subset_sizes") or {}) if starts else {}
+    return RunSeries(folder.path, folder.run_id, folder.spec() or {}, folder.summary() or {}, movement, evals, sizes)
 
 
 def value(subsets: dict[str, Any], subset: str, metric: str) -> float | None:
@@ -220,6 +223,8 @@ def _compare(
             for seed in seeds:
                 step, a_rec, r_rec = finals[seed]
                 a, r = value(a_rec, subset, metric), value(r_rec, subset, metric)
+                if arm_runs[seed].subset_sizes.get(subset) == 0 or ref_runs[seed].subset_sizes.get(subset) == 0:
+                    a = r = None  # an empty subset (nothing partitioned off) does not move: no ratio to take
                 per_seed.append({"seed": seed, "step": step, "arm": a, "reference": r, "ratio": ratio(a, r)})
             entry[metric] = {**_summarise([p["ratio"] for p in per_seed]), "per_seed": per_seed}
         entry["over_steps"] = {metric: _over_steps(pairs, shared, subset, metric) for metric in metrics}
@@ -398,12 +403,13 @@ def arm_table(verdict: dict[str, Any]):
     from rich import box
     from rich.table import Table
 
-    table = Table(title=f"{verdict['study']}: arms", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name in ("arm", "params", "eval acc", "95% CI", "ms/step", "95% CI", "n"):
+    table = Table(title=f"{verdict['study']}: arms (* reference)", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("arm", "params", "eval acc [95% CI]", "ms/step [95% CI]", "n"):
         table.add_column(name, justify="left" if name == "arm" else "right", no_wrap=True)
     for arm, figures in verdict["arm_figures"].items():
-        label = f"{arm} (ref)" if arm == verdict["reference"] else arm
-        table.add_row(label, *arm_cells(figures))
+        params, acc, acc_ci, ms, ms_ci, n = arm_cells(figures)
+        label = f"{arm}*" if arm == verdict["reference"] else arm
+        table.add_row(label, params, f"{acc} [{acc_ci}]", f"{ms} [{ms_ci}]", n)
     return table
 
 
@@ -416,8 +422,8 @@ def arm_cells(figures: dict[str, Any]) -> list[str]:
         return "-" if bounds is None else f"{fmt(bounds[0])}-{fmt(bounds[1])}"
 
     acc = "-" if figures["eval_acc"] is None else f"{figures['eval_acc']:.4f}"
-    ms = "-" if figures["step_ms"] is None else f"{figures['step_ms']:.2f}"
-    return [params, acc, ci(figures["eval_acc_ci"], "{:.4f}".format), ms, ci(figures["step_ms_ci"], "{:.2f}".format),
+    ms = "-" if figures["step_ms"] is None else f"{figures['step_ms']:.1f}"
+    return [params, acc, ci(figures["eval_acc_ci"], "{:.3f}".format), ms, ci(figures["step_ms_ci"], "{:.0f}".format),
             str(figures["n"])]
 
 
