@@ -342,3 +342,13 @@ def test_arm_figures_give_each_arm_its_parameters_accuracy_and_step_time(tmp_pat
     text = io.StringIO()
     Console(file=text, width=120).print(verdict_table(study_verdict("s", runs, "baseline")))
     assert "half-fixed" in text.getvalue() and "600" in text.getvalue() and "14.2" in text.getvalue()
+
+
+def test_an_empty_subset_gives_no_ratio(tmp_path: Path):
+    runs = make_study(tmp_path, [1.0, 1.0])
+    for path in runs["half-fixed"].values():  # e.g. an ensemble arm: nothing is partitioned off
+        events = path / "events.jsonl"
+        events.write_text(events.read_text().replace('"fixed": 10}', '"fixed": 0}'))
+    comparison = study_verdict("s", runs, "baseline")["comparisons"][0]
+    assert comparison["subsets"]["fixed"]["dist"]["n"] == 0 and comparison["subsets"]["fixed"]["ratio"] is None
+    assert comparison["subsets"]["subset"]["dist"]["n"] == 2
