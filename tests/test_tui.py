@@ -277,6 +277,38 @@ async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: P
 
 
 @sync
+async def test_run_screen_shows_every_pane_at_once_when_wide(logs: Path):
+    """80x24: one pane at a time, chosen by the tab bar (keys 1 2 3); 160x48: the charts, the
+    per-layer table and the log all at once, no tab bar."""
+    def shown(screen) -> list[str]:
+        return [pane.id for pane in screen.query(".run-pane") if pane.display and pane.region.area]
+
+    app = app_for(logs, run_id="done")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and not screen.wide
+        assert screen.query_one("#run-tabs").display and shown(screen) == ["run-charts"]
+        await pilot.press("2")
+        await pilot.pause()
+        assert shown(screen) == ["run-layers"]
+        await pilot.press("3")
+        await pilot.pause()
+        assert shown(screen) == ["run-log"]
+    app = app_for(logs, run_id="done")
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert screen.wide and not screen.query_one("#run-tabs").display
+        assert shown(screen) == ["run-charts", "run-layers", "run-log"]
+        charts, layers, log = (screen.query_one(f"#run-{p}").region for p in ("charts", "layers", "log"))
+        assert charts.right <= layers.x and layers.bottom <= log.y  # charts left, table over log right
+        assert charts.width >= 90 and charts.height >= 40
+        await pilot.press("2")
+        assert app.focused is screen.query_one("#run-layers") and len(shown(screen)) == 3
+
+
+@sync
 async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:

@@ -1,5 +1,9 @@
 """One run, live: movement charts (subset vs fixed), loss/accuracy, per-layer movement and
-the worker's log, all followed incrementally once a second."""
+the worker's log, all followed incrementally once a second.
+
+Narrow terminals (80x24) show one pane at a time under a tab bar (keys 1 2 3); from
+WIDE_COLUMNS on, the tab bar goes and every pane shows at once: the four charts in a grid,
+the per-layer table and the log beside them (a Textual breakpoint class, `-wide`, and CSS)."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Grid
-from textual.widgets import DataTable, Footer, Log, Static, TabbedContent, TabPane
+from textual import on
+from textual.containers import Container, Grid
+from textual.widgets import DataTable, Footer, Log, Static, Tab, Tabs
 
 from engine.events import EVENTS_FILE
 from workbench.records import record_from_folder
@@ -22,11 +27,14 @@ from workbench.tui.widgets.chart import MetricChart
 
 LAYER_METRICS = ("dist", "rel", "speed", "cos")
 TABS = Binding.Group("Tabs", compact=True)
+WIDE_COLUMNS = 140  # from here on every pane shows at once
+PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log"}  # tab id -> pane
 
 
 class RunScreen(PollingScreen):
     READ_ERROR = "cannot read run"
     HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLUMNS, "-wide")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("c", "cancel_run", "Cancel"),
@@ -51,17 +59,15 @@ class RunScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
-        with TabbedContent(id="run-tabs", initial="charts"):
-            with TabPane("Charts", id="charts"):
-                with Grid(id="run-charts"):
-                    yield MetricChart("dist from init", id="chart-dist")
-                    yield MetricChart("speed", id="chart-speed")
-                    yield MetricChart("cos to init", id="chart-cos")
-                    yield MetricChart("loss / acc (right)", right=("eval_acc",), id="chart-loss")
-            with TabPane("Layers", id="layers"):
-                yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True)
-            with TabPane("Log", id="log"):
-                yield Log(id="run-log", max_lines=2000)
+        yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"), id="run-tabs")
+        with Container(id="run-body"):
+            with Grid(id="run-charts", classes="run-pane -shown"):
+                yield MetricChart("dist from init", id="chart-dist")
+                yield MetricChart("speed", id="chart-speed")
+                yield MetricChart("cos to init", id="chart-cos")
+                yield MetricChart("loss / acc (right)", right=("eval_acc",), id="chart-loss")
+            yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True, classes="run-pane")
+            yield Log(id="run-log", max_lines=2000, classes="run-pane")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -70,6 +76,8 @@ class RunScreen(PollingScreen):
         table.add_column("layer", key="layer")
         for metric in LAYER_METRICS:
             table.add_column(metric, key=metric)
+        table.border_title = "per layer"  # the titles show where the panes stand side by side
+        self.query_one("#run-log", Log).border_title = "worker log"
         self.show_header()
         self.start_polling()
 
@@ -139,8 +147,20 @@ class RunScreen(PollingScreen):
     def action_back(self) -> None:
         self.app.pop_screen()
 
+    @property
+    def wide(self) -> bool:
+        return self.has_class("-wide")
+
+    @on(Tabs.TabActivated, "#run-tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        for tab, pane in PANES.items():
+            self.query_one(pane).set_class(tab == event.tab.id, "-shown")
+
     def action_tab(self, tab: str) -> None:
-        self.query_one("#run-tabs", TabbedContent).active = tab
+        """Show the pane (narrow), or move the focus to it (wide: every pane shows)."""
+        self.query_one("#run-tabs", Tabs).active = tab
+        if self.wide:
+            self.query_one(PANES[tab]).focus()
 
     def action_cancel_run(self) -> None:
         self.notify(cancel_run({**self.record, "status": self.status()}, self.logs_dir))
