@@ -186,6 +186,39 @@ async def test_t_is_in_help_and_the_palette(setup):
         assert ("l", "Launch study") in app.screen_keys()
 
 
+@sync
+async def test_a_study_runs_screen_overlays_its_paired_reference_run(setup):
+    """half0001 is the half-fixed arm's seed-1 run of "pair": its movement charts also draw
+    the reference arm's seed-1 run (base0001), in dimmer colours, labelled with the arm."""
+    from workbench.tui.screens.run import RunScreen
+    from workbench.tui.widgets.chart import line_colour
+
+    experiments, logs = setup
+    app = WorkbenchApp(logs, experiments, run_id="half0001")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        dist = screen.query_one("#chart-dist")
+        await settle(pilot, lambda: len(dist.lines) == 4)
+        assert list(dist.lines) == ["subset", "fixed", "subset (baseline)", "fixed (baseline)"]
+        reference = dist.lines["subset (baseline)"]
+        assert reference.steps == list(STEPS) and reference.values == pytest.approx([0.01 * s for s in STEPS])
+        assert dist.lines["subset"].values == pytest.approx([0.02 * s for s in STEPS])
+        assert line_colour("subset (baseline)") != line_colour("subset")
+        assert set(screen.query_one("#chart-cos").lines) == set(dist.lines)
+        assert list(screen.query_one("#chart-loss").lines) == ["train_loss", "eval_loss", "eval_acc"]  # the run's own
+        assert "vs base0001" in str(screen.query_one("#run-header").render())
+    for run_id in ("base0001", "long0000"):  # the reference arm itself; a run without its reference
+        app = WorkbenchApp(logs, experiments, run_id=run_id)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            dist = app.screen.query_one("#chart-dist")
+            await settle(pilot, lambda: len(dist.lines) == 2)
+            await pilot.pause(0.3)
+            assert list(dist.lines) == ["subset", "fixed"], run_id
+
+
 def test_the_studies_screen_imports_no_torch():
     code = "import workbench.tui.screens.studies, sys; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)

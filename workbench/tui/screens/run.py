@@ -54,7 +54,11 @@ class RunScreen(PollingScreen):
         self.run_dir = Path(record.get("run_dir") or self.logs_dir / self.run_id)
         self.tail = EventsTail(self.run_dir / EVENTS_FILE)
         self.log_tail = LogTail(self.run_dir / LOG_FILE)
-        self._drawn_version = -1
+        self._drawn_version: tuple = ()
+        # The paired reference run when this one is a study's arm: its movement overlaid.
+        self.reference: EventsTail | None = None
+        self.reference_arm = self.reference_run = ""
+        self._reference_sought = False
         self._layers_step: int | None = None
 
     def compose(self) -> ComposeResult:
@@ -83,7 +87,12 @@ class RunScreen(PollingScreen):
 
     # polling ------------------------------------------------------------------------------
     def read(self) -> tuple[list[str], dict[str, Any] | None]:
+        if not self._reference_sought:
+            self._reference_sought = True
+            self.find_reference()
         self.tail.poll()
+        if self.reference:
+            self.reference.poll()
         lines = self.log_tail.poll()
         # The folder is the truth (and carries a fresh heartbeat): a stored record of a
         # live run can be seconds old, and judging liveness from it would say lost.
@@ -95,10 +104,28 @@ class RunScreen(PollingScreen):
             self.record = record
         if lines:
             self.query_one("#run-log", Log).write_lines(lines)
-        if self.tail.version != self._drawn_version:
-            self._drawn_version = self.tail.version
+        version = (self.tail.version, self.reference.version if self.reference else -1)
+        if version != self._drawn_version:
+            self._drawn_version = version
             self.draw()
         self.show_header(error)
+
+    def find_reference(self) -> None:
+        """Once, in the read thread: the study run this one is compared with, if any."""
+        from workbench.tui.screens.studies import StudyMatcher
+
+        experiments = getattr(self.app, "experiments", None)
+        if not experiments or not Path(experiments).exists():
+            return
+        try:
+            found = StudyMatcher(Path(experiments), self.logs_dir).reference_of(
+                {**self.record, "run_dir": str(self.run_dir)})
+        except Exception:  # an unreadable experiments file only costs the overlay
+            return
+        if found:
+            arm, record = found
+            self.reference_arm, self.reference_run = arm, record["run_id"]
+            self.reference = EventsTail(Path(record["run_dir"]) / EVENTS_FILE)
 
     # drawing --------------------------------------------------------------------------------
     def status(self) -> str:
@@ -115,6 +142,8 @@ class RunScreen(PollingScreen):
             progress_bar(step, record.get("steps"), width=10), "  ",
             ("on ", "dim"), record.get("device") or self.tail.start.get("device") or "-",
         )
+        if self.reference:
+            header.append(f"  vs {self.reference_run}", style="dim")  # its arm is in the legends
         if error or record.get("error"):
             header.append("\n" + (error or record["error"]), style="red")
         self.query_one("#run-header", Static).update(header)
@@ -122,7 +151,11 @@ class RunScreen(PollingScreen):
     def draw(self) -> None:
         series = self.tail.series
         for metric in ("dist", "speed", "cos"):
-            self.query_one(f"#chart-{metric}", MetricChart).show({s: series[f"{s}.{metric}"] for s in SUBSETS})
+            lines = {s: series[f"{s}.{metric}"] for s in SUBSETS}
+            if self.reference:
+                reference = self.reference.series
+                lines.update({f"{s} ({self.reference_arm})": reference[f"{s}.{metric}"] for s in SUBSETS})
+            self.query_one(f"#chart-{metric}", MetricChart).show(lines)
         self.query_one("#chart-loss", MetricChart).show(
             {name: series[name] for name in ("train_loss", "eval_loss", "eval_acc")}
         )

@@ -114,12 +114,36 @@ class StudyMatcher:
         for arm, seeds in resolved.specs.items():
             runs[arm] = {}
             for seed, spec in seeds.items():
-                wanted = spec.model_dump(mode="json")
-                auto = wanted.get("device") == "auto"
-                target = comparable(wanted, auto)
-                found = [r for r in records if (s := self.spec_of(r)) is not None and comparable(s, auto) == target]
+                found = [r for r in records if self.runs_arm(r, spec.model_dump(mode="json"))]
                 runs[arm][seed] = min(found, key=_rank) if found else None
         return runs
+
+    def runs_arm(self, record: dict[str, Any], wanted: dict[str, Any]) -> bool:
+        """Whether `record` is a run of the resolved arm spec `wanted` (as the digest says)."""
+        auto = wanted.get("device") == "auto"
+        spec = self.spec_of(record)
+        return spec is not None and comparable(spec, auto) == comparable(wanted, auto)
+
+    def reference_of(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """(reference arm, its run with the same seed) when `record` is the run of an arm
+        of a study other than its reference, the pairing the verdict compares; else None."""
+        catalog = Experiments.load(self.experiments_path)
+        records = None
+        for name in catalog.studies:
+            try:
+                resolved = catalog.study(name)
+            except Exception:  # a bad study is the Studies screen's to show
+                continue
+            for arm, seeds in resolved.specs.items():
+                for seed, spec in seeds.items():
+                    if arm == resolved.reference or not self.runs_arm(record, spec.model_dump(mode="json")):
+                        continue
+                    records = records if records is not None else self.records()
+                    wanted = resolved.specs[resolved.reference][seed].model_dump(mode="json")
+                    found = [r for r in records if self.runs_arm(r, wanted)]
+                    if found:
+                        return resolved.reference, min(found, key=_rank)
+        return None
 
     def verdict(self, state: StudyState, resolved: ResolvedStudy) -> dict[str, Any]:
         folders = {arm: {seed: Path(r["run_dir"]) for seed, r in seeds.items() if r} for arm, seeds in state.runs.items()}

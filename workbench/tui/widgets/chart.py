@@ -15,6 +15,15 @@ LINE_COLOURS = {
     "eval_loss": "red+",
     "eval_acc": "green+",
 }
+# A paired reference run's line ("subset (baseline)"): the same hue, dimmer (xterm-256 codes).
+REFERENCE_COLOURS = {"subset": 30, "fixed": 130}
+
+
+def line_colour(label: str) -> str | int:
+    base, _, reference = label.partition(" (")
+    if reference and base in REFERENCE_COLOURS:
+        return REFERENCE_COLOURS[base]
+    return LINE_COLOURS.get(label, "default")
 
 
 class MetricChart(PlotextPlot):
@@ -25,6 +34,7 @@ class MetricChart(PlotextPlot):
         self.chart_title = title
         self.right = right
         self.points = 0  # how many points the chart currently draws (what tests look at)
+        self.lines: dict[str, Series] = {}  # what it draws, by label
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -34,6 +44,7 @@ class MetricChart(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         self.points = 0
+        self.lines = {label: series for label, series in lines.items() if len(series)}
         for label, series in lines.items():
             if not len(series):
                 continue
@@ -41,7 +52,7 @@ class MetricChart(PlotextPlot):
                 series.steps,
                 series.values,
                 label=label,
-                color=LINE_COLOURS.get(label, "default"),
+                color=line_colour(label),
                 marker="braille",
                 yside="right" if label in self.right else "left",
             )
