@@ -309,6 +309,28 @@ async def test_run_screen_shows_every_pane_at_once_when_wide(logs: Path):
 
 
 @sync
+async def test_l_charts_each_layer_of_subset_then_fixed_then_whole_subsets_again(logs: Path):
+    app = app_for(logs, run_id="done")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        dist, speed = screen.query_one("#chart-dist"), screen.query_one("#chart-speed")
+        await settle(pilot, lambda: list(dist.lines) == ["subset", "fixed"])
+        await pilot.press("l")
+        assert list(dist.lines) == ["conv1.weight"] and dist.chart_title == "dist from init: subset by layer"
+        assert dist.lines["conv1.weight"].steps == [0, 10, 100]
+        assert dist.lines["conv1.weight"].values == pytest.approx([0.0, 0.05, 0.5])  # the subset's layer: x / 2
+        assert speed.lines["conv1.weight"].values == pytest.approx([0.1] * 3)
+        await pilot.press("l")
+        assert dist.lines["conv1.weight"].values == pytest.approx([0.0, 0.025, 0.25])  # the fixed layer's
+        assert "fixed by layer" in dist.chart_title
+        await pilot.press("l")
+        assert list(dist.lines) == ["subset", "fixed"] and dist.chart_title == "dist from init"
+        assert ("l", "Layer") in app.screen_keys()
+        assert any(c.title.startswith("Layer (l)") for c in app.get_system_commands(screen))
+
+
+@sync
 async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:

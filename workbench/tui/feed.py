@@ -122,6 +122,14 @@ class EventsTail:
     def latest_movement(self) -> dict[str, Any] | None:
         return self._movements[-1] if self._movements else None
 
+    def layer_series(self, subset: str, metric: str) -> dict[str, Series]:
+        """`metric` of every layer of `subset` over steps, by layer (in the order recorded)."""
+        layers: dict[str, Series] = {}
+        for event in self._movements:
+            for layer, figures in (((event.get("subsets") or {}).get(subset) or {}).get("layers") or {}).items():
+                layers.setdefault(layer, Series()).add(event["step"], (figures or {}).get(metric))
+        return layers
+
     def poll(self) -> bool:
         """Read what was appended since the last poll; True when anything new arrived."""
         try:

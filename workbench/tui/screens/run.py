@@ -28,6 +28,7 @@ from workbench.tui.widgets.chart import MetricChart
 LAYER_METRICS = ("dist", "rel", "speed", "cos")
 TABS = Binding.Group("Tabs", compact=True)
 WIDE_COLUMNS = 140  # from here on every pane shows at once
+CHART_TITLES = {"dist": "dist from init", "speed": "speed", "cos": "cos to init"}  # the movement charts
 PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log"}  # tab id -> pane
 
 
@@ -40,6 +41,7 @@ class RunScreen(PollingScreen):
         Binding("c", "cancel_run", "Cancel"),
         Binding("r", "resume_run", "Resume"),
         Binding("e", "rerun", "Re-run", tooltip="Compose a new experiment from this run's spec"),
+        Binding("l", "by_layer", "Layer", tooltip="Movement charts: whole subsets, each layer of subset, of fixed"),
         # One footer entry for the three (80 columns): `?` and the palette name each.
         Binding("1", "tab('charts')", "Charts", group=TABS),
         Binding("2", "tab('layers')", "Layers", group=TABS),
@@ -59,6 +61,7 @@ class RunScreen(PollingScreen):
         self.reference: EventsTail | None = None
         self.reference_arm = self.reference_run = ""
         self._reference_sought = False
+        self.by_layer: str | None = None  # None: whole subsets; else the subset charted layer by layer
         self._layers_step: int | None = None
 
     def compose(self) -> ComposeResult:
@@ -66,9 +69,8 @@ class RunScreen(PollingScreen):
         yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"), id="run-tabs")
         with Container(id="run-body"):
             with Grid(id="run-charts", classes="run-pane -shown"):
-                yield MetricChart("dist from init", id="chart-dist")
-                yield MetricChart("speed", id="chart-speed")
-                yield MetricChart("cos to init", id="chart-cos")
+                for metric, title in CHART_TITLES.items():
+                    yield MetricChart(title, id=f"chart-{metric}")
                 yield MetricChart("loss / acc (right)", right=("eval_acc",), id="chart-loss")
             yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True, classes="run-pane")
             yield Log(id="run-log", max_lines=2000, classes="run-pane")
@@ -151,11 +153,16 @@ class RunScreen(PollingScreen):
     def draw(self) -> None:
         series = self.tail.series
         for metric in ("dist", "speed", "cos"):
+            chart = self.query_one(f"#chart-{metric}", MetricChart)
+            chart.retitle(CHART_TITLES[metric] + (f": {self.by_layer} by layer" if self.by_layer else ""))
+            if self.by_layer:
+                chart.show(self.tail.layer_series(self.by_layer, metric))
+                continue
             lines = {s: series[f"{s}.{metric}"] for s in SUBSETS}
             if self.reference:
                 reference = self.reference.series
                 lines.update({f"{s} ({self.reference_arm})": reference[f"{s}.{metric}"] for s in SUBSETS})
-            self.query_one(f"#chart-{metric}", MetricChart).show(lines)
+            chart.show(lines)
         self.query_one("#chart-loss", MetricChart).show(
             {name: series[name] for name in ("train_loss", "eval_loss", "eval_acc")}
         )
@@ -194,6 +201,13 @@ class RunScreen(PollingScreen):
         self.query_one("#run-tabs", Tabs).active = tab
         if self.wide:
             self.query_one(PANES[tab]).focus()
+
+    def action_by_layer(self) -> None:
+        """Cycle the movement charts: whole subsets, each layer of subset, each layer of fixed."""
+        modes = (None, *SUBSETS)
+        self.by_layer = modes[(modes.index(self.by_layer) + 1) % len(modes)]
+        self.draw()
+        self.notify(f"movement charts: {'each layer of ' + self.by_layer if self.by_layer else 'whole subsets'}")
 
     def action_cancel_run(self) -> None:
         self.notify(cancel_run({**self.record, "status": self.status()}, self.logs_dir))

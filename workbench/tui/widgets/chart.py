@@ -19,11 +19,17 @@ LINE_COLOURS = {
 REFERENCE_COLOURS = {"subset": 30, "fixed": 130}
 
 
-def line_colour(label: str) -> str | int:
+# Lines that are not one of the above (a chart of every layer) take these in turn.
+SPARE_COLOURS = ("cyan+", "orange+", "magenta+", "green+", "blue+", "red+", "yellow+", "white", "gray")
+
+
+def line_colour(label: str, index: int = 0) -> str | int:
+    """A line's colour: fixed for known labels; a reference run's line dimmer; else the
+    `index`-th spare colour."""
     base, _, reference = label.partition(" (")
     if reference and base in REFERENCE_COLOURS:
         return REFERENCE_COLOURS[base]
-    return LINE_COLOURS.get(label, "default")
+    return LINE_COLOURS.get(label) or SPARE_COLOURS[index % len(SPARE_COLOURS)]
 
 
 class MetricChart(PlotextPlot):
@@ -40,19 +46,24 @@ class MetricChart(PlotextPlot):
         super().on_mount()
         self.plt.title(self.chart_title)
 
+    def retitle(self, title: str) -> None:
+        if title != self.chart_title:
+            self.chart_title = title
+            self.plt.title(title)
+
     def show(self, lines: dict[str, Series]) -> None:
         plt = self.plt
         plt.clear_data()
         self.points = 0
         self.lines = {label: series for label, series in lines.items() if len(series)}
-        for label, series in lines.items():
+        for index, (label, series) in enumerate(lines.items()):
             if not len(series):
                 continue
             plt.plot(
                 series.steps,
                 series.values,
                 label=label,
-                color=line_colour(label),
+                color=line_colour(label, index),
                 marker="braille",
                 yside="right" if label in self.right else "left",
             )
