@@ -135,6 +135,9 @@ async def test_studies_screen_lists_studies_and_shows_the_verdict(setup):
         assert "subset moved 2.00x" in answer
         chart = screen.query_one("#study-chart")
         assert chart.display and chart.points == 4 * 2  # ratio, lo, hi at steps 50 and 100, and the line at 1
+        colours = chart.colours  # each of its own, the CI band alike and apart from the ratio
+        assert set(colours) == {"ratio", "lo", "hi", "1"} and colours["lo"] == colours["hi"]
+        assert len({colours["ratio"], colours["lo"], colours["1"]}) == 3 and "default" not in colours.values()
         await pilot.press("down")  # "longer": one run, three missing, no verdict
         assert screen.selected == "longer"
         runs = table_rows(screen, "#study-runs")

@@ -14,6 +14,12 @@ LINE_COLOURS = {
     "train_loss": "magenta+",
     "eval_loss": "red+",
     "eval_acc": "green+",
+    # the Studies screen's ratio of an arm to the reference: the ratio bright, its 95% CI
+    # band (lo, hi) dim, the line at 1 (no difference) neutral
+    "ratio": "yellow+",
+    "lo": 136,
+    "hi": 136,
+    "1": "gray",
 }
 # A paired reference run's line ("subset (baseline)"): the same hue, dimmer (xterm-256 codes).
 REFERENCE_COLOURS = {"subset": 30, "fixed": 130}
@@ -41,6 +47,7 @@ class MetricChart(PlotextPlot):
         self.right = right
         self.points = 0  # how many points the chart currently draws (what tests look at)
         self.lines: dict[str, Series] = {}  # what it draws, by label
+        self.colours: dict[str, str | int] = {}  # and in which colour
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -56,14 +63,15 @@ class MetricChart(PlotextPlot):
         plt.clear_data()
         self.points = 0
         self.lines = {label: series for label, series in lines.items() if len(series)}
-        for index, (label, series) in enumerate(lines.items()):
+        self.colours = {label: line_colour(label, i) for i, label in enumerate(lines) if label in self.lines}
+        for label, series in lines.items():
             if not len(series):
                 continue
             plt.plot(
                 series.steps,
                 series.values,
                 label=label,
-                color=line_colour(label, index),
+                color=self.colours[label],
                 marker="braille",
                 yside="right" if label in self.right else "left",
             )
