@@ -85,6 +85,30 @@ async def test_form_has_a_widget_for_every_settable_key_built_from_the_models():
         assert form.errors() == {}
 
 
+@sync
+async def test_form_offers_the_grouped_ensemble_and_fusion_options_and_their_rules():
+    """Issue 5's options appear from the models: their choices, and the cross-section rule
+    (an ensemble member is a whole model) shown inline until it is met."""
+    form = SpecForm(devices=DEVICES)
+    async with FormHost(form).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        choices = lambda key: [v for _, v in form.widget_for(key)._options if v is not Select.NULL]
+        assert choices("model.connectivity") == ["dense", "grouped"]
+        assert choices("ensemble.implementation") == ["auto", "grouped", "vmap", "sequential"]
+        assert choices("fusion.mode") == ["none", "average", "head", "mutant"]
+        assert set(choices("fusion.prune.criterion")) == {"bn_scale", "channel_norm"}
+        assert "groups" in choices("partition.strategy")
+        form.widget_for("freeze").value = True
+        await _type_into(pilot, form.widget_for("ensemble.members"), "4")
+        assert "ensemble.members > 1 needs" in form.errors()[""]
+        assert "freeze false" in str(pilot.app.screen.query_one("#form-error", Static).render())
+        assert "got" not in form.errors()[""]  # the rule, not a dump of the whole spec
+        form.widget_for("freeze").value = False
+        form.widget_for("partition.strategy").value = "none"
+        await pilot.pause()
+        assert form.errors() == {} and form.spec().ensemble.members == 4
+
+
 class ScheduleSpec(BaseModel):
     warmup: int = Field(5, ge=0, description="Warm-up steps.")
 

@@ -286,7 +286,8 @@ class SpecForm(Vertical):
             for error in exc.errors():
                 key = ".".join(str(part) for part in error["loc"])
                 message = error["msg"].removeprefix("Value error, ")
-                if error["type"] not in ("extra_forbidden", "missing") and "input" in error:
+                # a field's own value helps; a section's or the whole spec's is a wall of JSON
+                if error["type"] not in ("extra_forbidden", "missing") and not isinstance(error.get("input", {}), dict):
                     message += f" (got {json.dumps(error['input'], default=str)})"
                 found.setdefault(key, message)
             return found
