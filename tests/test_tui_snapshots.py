@@ -30,24 +30,11 @@ from workbench.tui.screens.run import RunScreen
 from workbench.tui.screens.runs import RunsScreen
 from workbench.tui.screens.studies import StudiesScreen
 
-from tui_support import settle
+from tui_support import pair_experiments, settle
 
 NOW = 1_700_000_000.0  # the clock every age is measured from
 SMALL, WIDE = (80, 24), (160, 48)
-BASE = {
-    "device": "cpu",
-    "data": {"name": "mnist5k"},
-    "model": {"name": "lenet", "width": 4},
-    "train": {"steps": 100},
-    "partition": {"strategy": "first_kernels", "fraction": 0.5},
-}
-EXPERIMENTS = {
-    "experiments": {
-        "baseline": {**BASE, "description": "all train", "freeze": False},
-        "half-fixed": {"base": "baseline", "description": "first half frozen", "freeze": True},
-    },
-    "studies": {"pair": {"description": "does the subset move farther?", "arms": ["baseline", "half-fixed"], "seeds": 2}},
-}
+EXPERIMENTS = pair_experiments("cpu")
 STEPS = (0, 25, 50, 75, 100)
 
 

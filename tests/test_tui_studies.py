@@ -21,25 +21,11 @@ from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens import studies as studies_module
 from workbench.tui.screens.studies import StudiesScreen, StudyMatcher
 
-from tui_support import SIZE, record_popen, settle, sync
+from tui_support import SIZE, pair_experiments, record_popen, settle, sync
 
-BASE = {
-    "device": "auto",
-    "data": {"name": "mnist5k"},
-    "model": {"name": "lenet", "width": 4},
-    "train": {"steps": 100},
-    "partition": {"strategy": "first_kernels", "fraction": 0.5},
-}
-EXPERIMENTS = {
-    "experiments": {
-        "baseline": {**BASE, "description": "all train", "freeze": False},
-        "half-fixed": {"base": "baseline", "description": "first half frozen", "freeze": True},
-    },
-    "studies": {
-        "pair": {"description": "does the subset move farther?", "arms": ["baseline", "half-fixed"], "seeds": 2},
-        "longer": {"arms": ["baseline", "half-fixed"], "seeds": 2, "set": {"train.steps": 200}},
-    },
-}
+EXPERIMENTS = pair_experiments(
+    "auto", longer={"arms": ["baseline", "half-fixed"], "seeds": 2, "set": {"train.steps": 200}}
+)
 STEPS = (0, 50, 100)
 
 

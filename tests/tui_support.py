@@ -9,6 +9,28 @@ import time
 SIZE = (80, 24)  # the smallest terminal the TUI must work in
 
 
+def pair_experiments(device: str, **studies: dict) -> dict:
+    """An experiments.json of a tiny baseline / half-fixed pair and the study "pair" of them
+    (plus `studies`), as the Studies and snapshot tests write it."""
+    base = {
+        "device": device,
+        "data": {"name": "mnist5k"},
+        "model": {"name": "lenet", "width": 4},
+        "train": {"steps": 100},
+        "partition": {"strategy": "first_kernels", "fraction": 0.5},
+    }
+    return {
+        "experiments": {
+            "baseline": {**base, "description": "all train", "freeze": False},
+            "half-fixed": {"base": "baseline", "description": "first half frozen", "freeze": True},
+        },
+        "studies": {
+            "pair": {"description": "does the subset move farther?", "arms": ["baseline", "half-fixed"], "seeds": 2},
+            **studies,
+        },
+    }
+
+
 def sync(test):
     """Run an async pilot test with asyncio.run (no pytest-asyncio plugin needed)."""
 
