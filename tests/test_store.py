@@ -31,6 +31,23 @@ def test_put_update_get_all_round_trip(tmp_path):
     assert len(again.all()) == 2
 
 
+def test_put_many_replaces_and_inserts_in_one_write(tmp_path, monkeypatch):
+    from workbench import store as store_module
+
+    store = Store(tmp_path / "logs")
+    store.put({"run_id": "aaaaaaaa", "status": "running", "step": 3, "stale": True})
+    writes = []
+    original = store_module.AtomicJSONStorage.write
+    monkeypatch.setattr(store_module.AtomicJSONStorage, "write", lambda self, data: (writes.append(1), original(self, data)))
+    store.put_many([{"run_id": "aaaaaaaa", "status": "completed", "step": 9}, {"run_id": "bbbbbbbb", "status": "queued"}])
+    assert len(writes) <= 2  # one locked session; TinyDB writes once per operation, not once per record
+    assert store.get("aaaaaaaa") == {"run_id": "aaaaaaaa", "status": "completed", "step": 9}  # replaced, not merged
+    assert store.get("bbbbbbbb") == {"run_id": "bbbbbbbb", "status": "queued"}
+    writes.clear()
+    store.put_many([{"run_id": f"r{i:07d}", "status": "running"} for i in range(20)])
+    assert len(writes) == 1 and len(store.all()) == 22
+
+
 # ---------------------------------------------------------------------------------------
 # Many processes at once.
 

@@ -167,6 +167,7 @@ def refresh_active(store: Store) -> list[dict]:
     """Every record, with queued/running ones re-read from their folders (live step and
     movement; `lost` when the process died) and written back when they changed."""
     records = store.all()
+    changed = []
     for i, record in enumerate(records):
         if record.get("status") not in ACTIVE:
             continue
@@ -174,6 +175,7 @@ def refresh_active(store: Store) -> list[dict]:
         if fresh is None:
             fresh = {**record, "status": "lost", "error": "run folder is gone"}
         if fresh != record:
-            store.put(fresh)
+            changed.append(fresh)
             records[i] = fresh
+    store.put_many(changed)
     return records

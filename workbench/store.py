@@ -83,14 +83,22 @@ class Store:
     # operations --------------------------------------------------------------------
     def put(self, record: dict[str, Any]) -> None:
         """Insert or replace the record of `record["run_id"]`."""
+        self.put_many([record])
 
-        def replace(document: dict[str, Any]) -> None:
-            document.clear()
-            document.update(record)
-
+    def put_many(self, records: list[dict[str, Any]]) -> None:
+        """Insert or replace each record, in one locked rewrite of the file (a TUI refreshing
+        every live run each second would otherwise rewrite the store once per run)."""
+        if not records:
+            return
         with self._runs() as runs:
-            if not runs.update(replace, Query().run_id == record["run_id"]):  # upsert would merge, keeping stale fields
-                runs.insert(record)
+            present = {document["run_id"] for document in runs.all()}
+            # update_multiple with a replacing function: upsert would merge, keeping stale fields
+            replaced = [(_replacing(r), Query().run_id == r["run_id"]) for r in records if r["run_id"] in present]
+            added = [r for r in records if r["run_id"] not in present]
+            if replaced:
+                runs.update_multiple(replaced)
+            if added:
+                runs.insert_multiple(added)
 
     def update(self, run_id: str, **fields: Any) -> None:
         with self._runs() as runs:
@@ -122,3 +130,13 @@ class Store:
             f"warning: {self.path} was corrupt; kept it as {aside.name} and rebuilt {len(records)} runs from the run folders",
             file=sys.stderr,
         )
+
+
+def _replacing(record: dict[str, Any]):
+    """A TinyDB update that makes a document exactly `record`."""
+
+    def replace(document: dict[str, Any]) -> None:
+        document.clear()
+        document.update(record)
+
+    return replace
