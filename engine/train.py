@@ -227,6 +227,8 @@ def train(
             "host": socket.gethostname(),
             "subset_sizes": subset_sizes(prep.masks),
             **prep.notes,
+            # what pruning starts from (after a resume: the pruned model), charted over time
+            **({"params": param_count(model), "widths": widths(model)} if pruning else {}),
         }
     )
     if state is None and tracker:

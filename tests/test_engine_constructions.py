@@ -11,6 +11,7 @@ from engine.run_folder import RunFolder
 from engine.spec import SpecError
 from engine.train import prepare, train
 from factories import tiny_spec
+from workbench.tui.feed import EventsTail
 
 FUSED_HALVES = {
     "model": {"name": "lenet", "width": 4, "groups": 2},
@@ -91,6 +92,11 @@ def test_an_ensemble_trains_each_member_and_scores_their_average(tmp_path):
     folder, summary = run(tmp_path, ensemble={"members": 3, "implementation": "sequential"}, partition={"strategy": "none"})
     last = evals(folder)[-1]
     assert len(last["member_acc"]) == 3 and all(0 <= acc <= 1 for acc in last["member_acc"])
+    tail = EventsTail(folder.path)
+    tail.poll()
+    members = tail.family("member_acc.")
+    assert list(members) == ["0", "1", "2"] and members["1"].values[-1] == last["member_acc"][1]
+    assert not tail.prunes
     assert summary["status"] == "completed" and summary["params"] > 0
 
 
@@ -139,6 +145,16 @@ def test_mutant_pruning_narrows_the_model_and_logs_it(tmp_path, members):
     assert [e["step"] for e in prunes] == [4, 8, 12]
     assert summary["params"] < start_event(folder)["params"]
     assert summary["status"] == "completed"
+    # what the TUI charts: the size from step 0 on, and each conv layer's width
+    start = start_event(folder)
+    assert set(start["widths"]) == set(prunes[0]["widths"])
+    tail = EventsTail(folder.path)
+    tail.poll()
+    assert tail.prunes and tail.series["params"].steps == [0, 4, 8, 12]
+    params = tail.series["params"].values
+    assert params[0] == start["params"] and params[-1] == summary["params"] and params == sorted(params, reverse=True)
+    layer, width = next(iter(start["widths"].items()))
+    assert tail.family("width.")[layer].values[0] == width > tail.family("width.")[layer].values[-1]
 
 
 def test_head_fusion_keeps_frozen_trunks_and_trains_a_new_head(tmp_path, members):

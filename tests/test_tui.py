@@ -397,3 +397,25 @@ async def test_rerun_with_changes_opens_compose_on_the_runs_spec(logs: Path, tmp
             assert values[key] == spec[key]
         assert values["partition"]["strategy"] == spec["partition"]["strategy"]
         assert values["train"]["steps"] == spec["train"]["steps"]
+
+
+@sync
+async def test_a_pruned_mutant_charts_its_size_and_an_ensemble_its_members(logs: Path):
+    """A pruning run tracks no movement: its charts show parameters and channels per layer
+    over steps; an ensemble's loss chart adds each member's accuracy on the accuracy axis."""
+    folder = logs / "live0001"
+    append(folder / "events.jsonl",
+           start("live0001", "mutant", step=0, params=1000, widths={"features.conv1": 8, "features.conv2": 16}),
+           {"type": "prune", "step": 20, "params_after": 700, "widths": {"features.conv1": 6, "features.conv2": 12}},
+           {"type": "eval", "step": 20, "eval_acc": 0.5, "member_acc": [0.4, 0.45]})
+    app = app_for(logs, run_id="live")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app.screen
+        dist, speed, cos, loss = (screen.query_one(f"#chart-{c}") for c in ("dist", "speed", "cos", "loss"))
+        await settle(pilot, lambda: "params" in dist.lines)
+        assert dist.chart_title.startswith("parameters") and dist.lines["params"].values == [1000, 700]
+        assert speed.lines["features.conv2"].steps == [0, 20] and speed.lines["features.conv2"].values == [16, 12]
+        assert cos.points == 0 and "not tracked" in cos.chart_title
+        assert loss.lines["member 1 acc"].values == [0.45] and "member 1 acc" in loss.right
+        assert loss.colours["member 0 acc"] != loss.colours["eval_acc"]

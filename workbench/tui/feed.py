@@ -21,6 +21,7 @@ from workbench.tables import number
 SUBSETS = ("subset", "fixed")
 MOVEMENT_METRICS = ("dist", "speed", "cos")
 EVAL_METRICS = ("train_loss", "eval_loss", "eval_acc")
+PARAMS, WIDTH, MEMBER_ACC = "params", "width.", "member_acc."  # a pruned run's size; an ensemble's members
 STATUSES = ("all", "running", "queued", "completed", "failed", "cancelled", "lost")
 LOG_FILE = "worker.log"
 
@@ -130,6 +131,24 @@ class EventsTail:
                 layers.setdefault(layer, Series()).add(event["step"], (figures or {}).get(metric))
         return layers
 
+    def family(self, prefix: str) -> dict[str, Series]:
+        """The series named `prefix` + a name, by that name (`width.`: channels per conv
+        layer of a pruned run; `member_acc.`: each ensemble member's eval accuracy)."""
+        return {key.removeprefix(prefix): series for key, series in self.series.items() if key.startswith(prefix)}
+
+    @property
+    def prunes(self) -> bool:
+        """Whether the run prunes channels (its widths are logged; movement is not tracked)."""
+        return bool(self.family(WIDTH))
+
+    def _add(self, key: str, step: int, value: Any) -> None:
+        self.series.setdefault(key, Series()).add(step, value)
+
+    def _take_pruning(self, step: int, params: Any, widths: dict[str, Any]) -> None:
+        self._add(PARAMS, step, params)
+        for layer, width in widths.items():
+            self._add(WIDTH + layer, step, width)
+
     def poll(self) -> bool:
         """Read what was appended since the last poll; True when anything new arrived."""
         try:
@@ -152,6 +171,8 @@ class EventsTail:
             if event.get("resumed_from") is not None:
                 self._cut(int(event["resumed_from"]))
             self.start, self.end = event, None
+            if isinstance(step, int) and event.get("widths"):
+                self._take_pruning(step, event.get("params"), event["widths"])
         elif kind == "movement" and isinstance(step, int):
             for subset in SUBSETS:
                 figures = (event.get("subsets") or {}).get(subset) or {}
@@ -161,6 +182,10 @@ class EventsTail:
         elif kind == "eval" and isinstance(step, int):
             for metric in EVAL_METRICS:
                 self.series[metric].add(step, event.get(metric))
+            for member, accuracy in enumerate(event.get("member_acc") or []):
+                self._add(f"{MEMBER_ACC}{member}", step, accuracy)
+        elif kind == "prune" and isinstance(step, int):
+            self._take_pruning(step, event.get("params_after"), event.get("widths") or {})
         elif kind == "end":
             self.end = event
         if isinstance(step, int) and kind != "start":

@@ -20,7 +20,9 @@ from textual.widgets import DataTable, Footer, Log, Static, Tab, Tabs
 from engine.events import EVENTS_FILE
 from workbench.records import record_from_folder
 from workbench.tables import STATUS_STYLE
-from workbench.tui.feed import SUBSETS, EventsTail, LogTail, LOG_FILE, progress_bar, short_number
+from workbench.tui.feed import (
+    MEMBER_ACC, PARAMS, SUBSETS, WIDTH, EventsTail, LogTail, LOG_FILE, progress_bar, short_number,
+)
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import cancel_run, resume_run
 from workbench.tui.widgets.chart import MetricChart
@@ -152,6 +154,34 @@ class RunScreen(PollingScreen):
 
     def draw(self) -> None:
         series = self.tail.series
+        if self.tail.prunes:
+            self.draw_pruning()
+        else:
+            self.draw_movement()
+        members = {f"member {m} acc": line for m, line in self.tail.family(MEMBER_ACC).items()}
+        loss = self.query_one("#chart-loss", MetricChart)
+        loss.right = ("eval_acc", *members)
+        loss.show({**{name: series[name] for name in ("train_loss", "eval_loss", "eval_acc")}, **members})
+        latest = self.tail.latest_movement
+        step = latest["step"] if latest else None
+        if step != self._layers_step:
+            self._layers_step = step
+            self.show_layers(latest)
+
+    def draw_pruning(self) -> None:
+        """A pruned run's charts: its size over time (movement needs fixed shapes, so it is not tracked)."""
+        charts = {
+            "dist": ("parameters (channel pruning)", {"params": self.tail.series[PARAMS]}),
+            "speed": ("channels per conv layer", self.tail.family(WIDTH)),
+            "cos": ("movement: not tracked while pruning", {}),
+        }
+        for metric, (title, lines) in charts.items():
+            chart = self.query_one(f"#chart-{metric}", MetricChart)
+            chart.retitle(title)
+            chart.show(lines)
+
+    def draw_movement(self) -> None:
+        series = self.tail.series
         for metric in ("dist", "speed", "cos"):
             chart = self.query_one(f"#chart-{metric}", MetricChart)
             chart.retitle(CHART_TITLES[metric] + (f": {self.by_layer} by layer" if self.by_layer else ""))
@@ -163,14 +193,6 @@ class RunScreen(PollingScreen):
                 reference = self.reference.series
                 lines.update({f"{s} ({self.reference_arm})": reference[f"{s}.{metric}"] for s in SUBSETS})
             chart.show(lines)
-        self.query_one("#chart-loss", MetricChart).show(
-            {name: series[name] for name in ("train_loss", "eval_loss", "eval_acc")}
-        )
-        latest = self.tail.latest_movement
-        step = latest["step"] if latest else None
-        if step != self._layers_step:
-            self._layers_step = step
-            self.show_layers(latest)
 
     def show_layers(self, movement: dict[str, Any] | None) -> None:
         table = self.query_one("#run-layers", DataTable)

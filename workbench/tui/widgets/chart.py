@@ -29,12 +29,17 @@ REFERENCE_COLOURS = {"subset": 30, "fixed": 130}
 SPARE_COLOURS = ("cyan+", "orange+", "magenta+", "green+", "blue+", "red+", "yellow+", "white", "gray")
 
 
+MEMBER_COLOUR = 65  # an ensemble member's accuracy ("member 0 acc"): a dim eval_acc green
+
+
 def line_colour(label: str, index: int = 0) -> str | int:
-    """A line's colour: fixed for known labels; a reference run's line dimmer; else the
-    `index`-th spare colour."""
+    """A line's colour: fixed for known labels; a reference run's line dimmer; an ensemble
+    member's accuracy dim green; else the `index`-th spare colour."""
     base, _, reference = label.partition(" (")
     if reference and base in REFERENCE_COLOURS:
         return REFERENCE_COLOURS[base]
+    if label.startswith("member ") and label.endswith(" acc"):
+        return MEMBER_COLOUR
     return LINE_COLOURS.get(label) or SPARE_COLOURS[index % len(SPARE_COLOURS)]
 
 
