@@ -151,6 +151,7 @@ def test_show_prints_the_run_and_per_layer_movement_by_id_or_prefix(done, cli):
         result = cli("show", key, "--logs-dir", done["logs"])
         assert_clean_exit(result, 0)
         assert run_id in result.stdout
+        assert f"{payload['summary']['params']:,} params" in " ".join(result.stdout.split())
         for layer, figures in layers.items():
             row = next((line for line in result.stdout.splitlines() if layer in line), None)
             assert row is not None, f"layer {layer} missing from:\n{result.stdout}"
@@ -370,3 +371,18 @@ def test_a_killed_run_shows_as_lost(workbench_exe, experiments_file, logs_dir, t
     [record] = json.loads(result.stdout)
     assert record["run_id"] == folder.name
     assert record["status"] == "lost"
+
+
+def test_show_lists_an_ensembles_member_accuracies(tmp_path):
+    """`workbench show` of an ensemble: each member's final accuracy next to the average's."""
+    from rich.console import Console
+
+    from engine.run_folder import RunFolder
+    from workbench.tables import run_detail
+
+    summary = {"run_id": "ens00001", "status": "completed", "steps": 10, "planned_steps": 10, "params": 12345,
+               "final": {"eval_acc": 0.9, "member_acc": [0.81, 0.835]}, "movement": {}}
+    console = Console(width=80, record=True)
+    console.print(run_detail(summary, RunFolder(tmp_path / "ens00001")))
+    text = console.export_text()
+    assert "member eval_acc 0.81 0.835" in text and "12,345 params" in text

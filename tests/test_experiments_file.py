@@ -150,3 +150,22 @@ def test_ui_modules_do_not_import_torch():
     code = ("import sys, workbench.tui.screens.compose, engine.experiments_file; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_experiments_table_names_each_construction_in_full_at_80_columns(cli):
+    """The shipped constructions read as what they are, and no name is cut (users type them)."""
+    out = cli("experiments", "--experiments", SHIPPED).stdout  # CliRunner renders at 80 columns
+    rows: dict[str, str] = {}  # a row's first line names it; its wrapped lines follow, name column blank
+    for line in out.split("studies")[0].splitlines():
+        if line[2:3].strip():
+            name = line.split()[0]
+            rows[name] = ""
+        if line.strip() and rows:
+            rows[name] += " " + line
+    catalog = Experiments.load(SHIPPED)
+    assert set(catalog.names) <= set(rows)
+    assert max(len(line) for line in out.splitlines()) <= 80
+    words = {name: set(row.split()) for name, row in rows.items()}  # cells wrap: compare words
+    assert {"x4", "none"} <= words["ensemble-4"] and "first_kernels" not in words["ensemble-4"]
+    assert {"groups", "0", "g2", "dense"} <= words["fused-halves"]
+    assert {"g2", "grouped"} <= words["two-trunks-joint-head"] and "x2" in words["two-half-width"]

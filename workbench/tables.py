@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine.run_folder import RunFolder
-from engine.spec import ExperimentSpec
+from engine.spec import ExperimentSpec, PartitionSpec
 
 STATUS_STYLE = {
     "running": "bold cyan",
@@ -127,25 +127,54 @@ def run_detail(summary: dict[str, Any], folder: RunFolder) -> Group:
         f"  eval_acc {number(final.get('eval_acc'))}",
         f"  {number(summary.get('steps_per_second'))} steps/s",
     )
+    if summary.get("params"):
+        headline.append(f"  {summary['params']:,} params")
+    if final.get("member_acc"):  # an ensemble: what each member scores alone, next to the average's eval_acc
+        headline.append("\nmember eval_acc " + " ".join(number(acc) for acc in final["member_acc"]), style="dim")
     return Group(headline, movement_table(summary.get("movement", {})), Text(f"folder: {folder.path}", style="dim"))
 
 
+def _longest(names) -> int:
+    return max((len(name) for name in names), default=4)
+
+
+def partition_text(p: PartitionSpec) -> str:
+    """`first_kernels 0.5 +fc`, `layers a,b`, `groups 0`, `none`: only what the strategy reads."""
+    if p.strategy == "none":
+        return "none"
+    if p.strategy == "layers":
+        return f"layers {','.join(p.layers)}"
+    if p.strategy == "groups":
+        return f"groups {','.join(map(str, p.groups))}"
+    return f"{p.strategy} {p.fraction:g}" + (" +fc" if p.include_fc else "")
+
+
+def model_text(spec: ExperimentSpec) -> str:
+    """`lenet w16`, with kernel groups (`g2 dense`), ensemble members (`x4`) or fusion (`mutant of 2`)."""
+    m = spec.model
+    text = f"{m.name} w{m.width}"
+    if m.groups > 1:
+        text += f" g{m.groups} {m.connectivity}" + (" heads" if m.head == "members" else "")
+    if spec.ensemble.members > 1:
+        text += f" x{spec.ensemble.members}"
+    if spec.fusion.mode != "none":
+        text += f" {spec.fusion.mode} of {len(spec.fusion.runs)}"
+    return text
+
+
 def experiments_table(specs: dict[str, ExperimentSpec]) -> Table:
-    table = Table(title="experiments", header_style="bold")
-    for column in ("name", "freeze", "partition", "model", "data", "optimizer", "steps"):
-        table.add_column(column)
+    table = Table(title="experiments", header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    table.add_column("name", no_wrap=True, min_width=_longest(specs))  # names are what users type: never cut
+    for column in ("freeze", "partition", "model", "data", "optimizer", "steps"):
+        table.add_column(column, min_width=10 if column == "model" else None)  # "w32 g2 dense" wraps, never cut
     for name, spec in specs.items():
-        p, o = spec.partition, spec.optimizer
-        partition = f"{p.strategy} {p.fraction:g}" + (" +fc" if p.include_fc else "")
-        if p.strategy == "layers":
-            partition = f"layers {','.join(p.layers)}"
         table.add_row(
             name,
             "yes" if spec.freeze else "no",
-            partition,
-            f"{spec.model.name} w{spec.model.width}",
+            partition_text(spec.partition),
+            model_text(spec),
             spec.data.name,
-            f"{o.name} lr {o.lr:g}",
+            f"{spec.optimizer.name} lr {spec.optimizer.lr:g}",
             str(spec.train.steps),
         )
     return table
@@ -154,7 +183,8 @@ def experiments_table(specs: dict[str, ExperimentSpec]) -> Table:
 def studies_table(studies: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> Table:
     """ResolvedStudy by name: arms (the reference marked), seeds, and the study's overrides."""
     table = Table(title="studies", header_style="bold", box=box.SIMPLE_HEAD)
-    for column in ("name", "arms", "seeds", "set"):
+    table.add_column("name", no_wrap=True, min_width=_longest(studies))
+    for column in ("arms", "seeds", "set"):
         table.add_column(column, overflow="fold")
     for name, study in studies.items():
         arms = ", ".join(f"{arm}*" if arm == study.reference else arm for arm in study.arms)
