@@ -81,9 +81,14 @@ def _fused(
     spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, runs_dir: Path | None
 ) -> Construction:
     fusion = spec.fusion
-    states = [_run_checkpoint(run, fusion.checkpoint, runs_dir, "fusion.runs") for run in fusion.runs]
-    _check_members(spec, runs_dir)
-    notes = {"fused_runs": fusion.runs, "mode": fusion.mode}
+    runs = _check_members(spec, runs_dir)
+    states = [
+        state
+        for run, member in zip(fusion.runs, runs)
+        for state in _member_states(_run_checkpoint(run, fusion.checkpoint, runs_dir, "fusion.runs"), member,
+                                    input_shape, num_classes)
+    ]
+    notes = {"fused_runs": fusion.runs, "mode": fusion.mode, "members": len(states)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)  # the only fresh weights: the head of `head` mode
         if fusion.mode == "average":
@@ -105,17 +110,38 @@ def _fused(
     return Construction(model, spec, notes)
 
 
-def _check_members(spec: ExperimentSpec, runs_dir: Path | None) -> None:
-    """Every member must be a plain model of the fused run's family, width and data."""
+def _check_members(spec: ExperimentSpec, runs_dir: Path | None) -> list[ExperimentSpec]:
+    """The specs of `fusion.runs`: each a single model, or an ensemble of them, of the fused
+    run's family, width and data."""
+    specs = []
     for run in spec.fusion.runs:
         member = ExperimentSpec.model_validate(RunFolder(_run_path(run, runs_dir, "fusion.runs")).spec())
-        if member.model != spec.model or member.ensemble.members != 1:
+        if member.model != spec.model or member.fusion.mode != "none":
             raise SpecError(
                 f"fusion.runs: run {run} is a {_describe_model(member.model)} model; every member must be a single "
-                f"{_describe_model(spec.model)} model"
+                f"{_describe_model(spec.model)} model or an ensemble of them"
             )
         if member.data.name != spec.data.name:
             raise SpecError(f"fusion.runs: run {run} trained on {member.data.name}, not {spec.data.name}")
+        specs.append(member)
+    return specs
+
+
+def _member_states(
+    state: dict[str, torch.Tensor], run: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int
+) -> list[dict[str, torch.Tensor]]:
+    """A run's checkpoint as plain member state dicts: itself, or an ensemble's K members
+    (whichever implementation saved it: sequential and vmap hold `members.k.*`, grouped
+    `*_g{k}` tensors)."""
+    if run.ensemble.members == 1:
+        return [state]
+    from engine.ensemble import build_ensemble, member_states
+
+    implementation = "sequential" if any(key.startswith("members.") for key in state) else "grouped"
+    with torch.random.fork_rng(devices=[]):  # its init is overwritten: leave the caller's RNG alone
+        model = build_ensemble(run.model, input_shape, num_classes, run.ensemble.members, implementation)
+    model.load_state_dict(state)
+    return member_states(model)
 
 
 def _describe_model(model: ModelSpec) -> str:

@@ -42,10 +42,12 @@ def test_fuse_refuses_bad_input_without_queueing(cli, trained, wb):
     logs_dir = wb.logs
     one = trained(0)
     wider = trained(1, "model.width=8")
+    grouped = trained(2, "model.groups=2", "partition.strategy=none")
     cases = [
-        ((one,), "at least two runs"),
+        ((one,), "at least two models"),
         ((one, "zzzzzzzz"), "'zzzzzzzz'"),
         ((one, wider), wider),
+        ((one, grouped), f"run {grouped} is a grouped or fused run"),
         ((one, one, "--mode", "blend"), "'blend'"),
         ((one, one, "--checkpoint", "step_000005"), "no checkpoint 'step_000005'"),
     ]
@@ -55,3 +57,14 @@ def test_fuse_refuses_bad_input_without_queueing(cli, trained, wb):
         assert result.exit_code == 2, (args, result.stdout, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
     assert sorted(p.name for p in logs_dir.iterdir()) == before
+
+
+def test_one_ensemble_run_is_enough_to_fuse(wb, trained):
+    """An ensemble run brings its K members: `workbench fuse ENSEMBLE_RUN` needs nothing else."""
+    ensemble = trained(0, "ensemble.members=2", "partition.strategy=none", "ensemble.implementation=grouped")
+    result = wb("fuse", ensemble, "--mode", "average", "--device", "cpu", "--json")
+    (run_id,) = json.loads(result.stdout)["run_ids"]
+    done = wait_until_done(wb.logs / run_id, 120)
+    assert done and done["status"] == "completed", (wb.logs / run_id / "worker.log").read_text()
+    start = next(e for e in iter_events(wb.logs / run_id / "events.jsonl") if e["type"] == "start")
+    assert start["members"] == 2 and start["fused_runs"] == [ensemble]

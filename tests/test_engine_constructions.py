@@ -174,3 +174,23 @@ def test_fusing_runs_of_different_widths_is_refused(tmp_path, members):
                       fusion={"mode": "mutant", "runs": [members[0], other]}),
             runs_dir=tmp_path,
         )
+
+
+@pytest.mark.parametrize("implementation", ["grouped", "sequential"])
+def test_an_ensemble_run_fuses_into_a_mutant_that_scores_what_it_scored(tmp_path, implementation):
+    """`workbench fuse ENSEMBLE_RUN --mode mutant`: its K members become the mutant's, and the
+    mutant's step-0 eval is the ensemble's final eval (whichever implementation trained it)."""
+    ensemble, _ = run(tmp_path, model={"name": "vgg", "width": 4}, partition={"strategy": "none"},
+                      ensemble={"members": 3, "implementation": implementation})
+    mutant, _ = fuse(tmp_path, [ensemble.run_id], "mutant")
+    (at_zero,), trained = evals(mutant), evals(ensemble)[-1]
+    assert start_event(mutant)["width"] == 12 and start_event(mutant)["members"] == 3
+    assert at_zero["eval_acc"] == trained["eval_acc"]
+    assert at_zero["eval_loss"] == pytest.approx(trained["eval_loss"], rel=1e-5)
+
+
+def test_an_ensemble_and_a_plain_run_fuse_together(tmp_path, members):
+    ensemble, _ = run(tmp_path, model={"name": "vgg", "width": 4}, partition={"strategy": "none"},
+                      ensemble={"members": 2, "implementation": "sequential"})
+    average, _ = fuse(tmp_path, [ensemble.run_id, members[0]], "average")
+    assert start_event(average)["members"] == 3

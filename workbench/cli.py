@@ -261,7 +261,7 @@ def submit(
 @app.command()
 @friendly
 def fuse(
-    run_ids: Annotated[list[str], typer.Argument(help="Two or more trained runs of one model (unique prefixes work).")],
+    run_ids: Annotated[list[str], typer.Argument(help="Trained runs of one model, or ensemble runs of it (their members are fused): two models or more in all. Unique prefixes work.")],
     mode: Annotated[str, typer.Option(help="average: mean of the members' logits; head: one new linear + softmax "
                                       "on the members' trunks; mutant: one wide model, trained as one.")] = "mutant",
     steps: Annotated[Optional[int], typer.Option(min=0, help="Training steps (default: 0 for average, else the members').")] = None,

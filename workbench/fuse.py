@@ -1,8 +1,8 @@
 """`workbench fuse`: the spec of a new run built from trained runs (torch-free).
 
 The members are checked here, before anything is queued: each must exist, have
-completed (or at least hold the checkpoint asked for), and be a single model of one
-family, width and dataset. The fused run is an ordinary run (background worker, resume,
+completed (or at least hold the checkpoint asked for), and be a single model or an
+ensemble of such models (each of its members fused) of one family, width and dataset. The fused run is an ordinary run (background worker, resume,
 TUI, store) whose spec names its members in `fusion.runs`.
 """
 
@@ -23,10 +23,11 @@ def fused_spec(
     """`members`: store records of the runs to fuse; `fusion`: the FusionSpec fields set on the command line."""
     if mode not in ("average", "head", "mutant"):
         raise SpecError(f"--mode {mode!r}: must be average, head or mutant")
-    if len(members) < 2:
-        raise SpecError(f"fuse needs at least two runs, got {len(members)}")
     checkpoint = fusion.get("checkpoint", FusionSpec().checkpoint)
     specs = [_member_spec(record, checkpoint) for record in members]
+    models = sum(spec.ensemble.members for spec in specs)
+    if models < 2:
+        raise SpecError(f"fuse needs at least two models (two runs, or one ensemble run), got {models}")
     first = specs[0]
     for record, spec in zip(members[1:], specs[1:]):
         if spec.model != first.model or spec.data.name != first.data.name:
@@ -64,6 +65,8 @@ def _member_spec(record: dict, checkpoint: str) -> ExperimentSpec:
             "fuse completed runs, or pass --checkpoint init|step_N"
         )
     spec = ExperimentSpec.model_validate(folder.spec())
-    if spec.ensemble.members > 1 or spec.model.groups > 1 or spec.fusion.mode != "none":
-        raise SpecError(f"run {run_id} is not a single plain model (an ensemble, grouped or fused run); fuse plain runs")
+    if spec.model.groups > 1 or spec.fusion.mode != "none":
+        raise SpecError(
+            f"run {run_id} is a grouped or fused run; fuse runs of single models or ensembles of them"
+        )
     return spec
