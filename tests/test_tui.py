@@ -419,3 +419,40 @@ async def test_a_pruned_mutant_charts_its_size_and_an_ensemble_its_members(logs:
         assert cos.points == 0 and "not tracked" in cos.chart_title
         assert loss.lines["member 1 acc"].values == [0.45] and "member 1 acc" in loss.right
         assert loss.colours["member 0 acc"] != loss.colours["eval_acc"]
+
+
+@sync
+async def test_f_fuses_the_marked_runs_with_the_chosen_mode(logs: Path, monkeypatch):
+    """`f` asks how to fuse the marked runs and hands them to `workbench fuse` (which checks
+    them); what it queued, or the one sentence saying why not, comes back as a notification."""
+    import subprocess
+
+    from workbench.tui.screens.fuse import FuseScreen
+
+    calls, answers = [], [
+        subprocess.CompletedProcess([], 0, stdout='{"run_ids": ["fuse0001"]}\n', stderr=""),
+        subprocess.CompletedProcess([], 2, stdout="", stderr="error: run fail0001 has no checkpoint 'final' to fuse\n"),
+    ]
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return answers[len(calls) - 1]
+
+    monkeypatch.setattr("workbench.tui.screens.actions.subprocess.run", fake_run)
+    app = app_for(logs)
+    messages = lambda: [str(n.message) for n in app._notifications]  # noqa: E731
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: len(table_ids(app)) == 3)
+        await pilot.press("space", "down", "space", "f")  # live0001 and fail0001 marked
+        assert isinstance(app.screen, FuseScreen) and app.screen.run_ids == ["live0001", "fail0001"]
+        await pilot.press("down", "enter")  # the second mode: head
+        await settle(pilot, lambda: any("fuse0001" in m for m in messages()))
+        command = calls[0]
+        assert Path(command[0]).name == "workbench" and command[1:6] == ["fuse", "live0001", "fail0001", "--mode", "head"]
+        assert command[command.index("--logs-dir") + 1] == str(logs) and isinstance(app.screen, RunsScreen)
+        assert app.screen.marked_ids() == []  # done with: unmarked
+        await pilot.press("f", "enter")  # none marked: the highlighted run, mutant
+        await settle(pilot, lambda: any("no checkpoint 'final'" in m for m in messages()))
+        assert calls[1][1:5] == ["fuse", "fail0001", "--mode", "mutant"]
+        await pilot.press("f", "escape")
+        assert isinstance(app.screen, RunsScreen) and len(calls) == 2

@@ -274,7 +274,7 @@ async def test_launch_failure_shows_the_first_line_of_stderr(experiments_file: P
         calls.append(cmd)
         return subprocess.CompletedProcess(cmd, 2, stdout="", stderr="error: no GPU cuda:3 here\nmore detail\n")
 
-    monkeypatch.setattr("workbench.tui.screens.compose.subprocess.run", failing_run)
+    monkeypatch.setattr("workbench.tui.screens.actions.subprocess.run", failing_run)
     screen = ComposeScreen(experiments_file, logs_dir, base="baseline")
     app = Host(screen)
     async with app.run_test(size=(80, 24)) as pilot:

@@ -1,7 +1,9 @@
-"""What the Runs and Run screens do to a run: cancel and resume, both without torch."""
+"""What the screens do to runs, all without torch: cancel, resume, and any `workbench`
+command that queues runs (submit, fuse), run as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -38,3 +40,33 @@ def resume_run(record: dict, logs_dir: Path) -> str:
         return f"cannot start workbench resume: {exc}"
     threading.Thread(target=process.wait, name="reap-resume", daemon=True).start()  # no zombie left
     return f"{record['run_id']}: resume requested"
+
+
+COMMAND_TIMEOUT_S = 60  # submitting only validates and queues: seconds, not minutes
+
+
+def workbench_executable() -> Path:
+    """The `workbench` console script beside this interpreter (the venv's)."""
+    return Path(sys.executable).parent / "workbench"
+
+
+def run_workbench(args: list[str], logs_dir: Path) -> tuple[list[str] | None, str]:
+    """`workbench ARGS --logs-dir LOGS --json`, a command that queues runs, as a subprocess
+    (it may import torch; this process never does): (run ids, "") or (None, why it failed,
+    the first line it printed: bad input is one clear sentence)."""
+    command = args[0]
+    try:
+        done = subprocess.run([str(workbench_executable()), *args, "--logs-dir", str(logs_dir), "--json"],
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"workbench {command} did not answer within {COMMAND_TIMEOUT_S} s"
+    except OSError as exc:
+        return None, f"cannot start workbench {command}: {exc}"
+    if done.returncode != 0:
+        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
+        return None, lines[0] if lines else f"workbench {command} failed (exit status {done.returncode})"
+    try:
+        ids = json.loads(done.stdout.strip().splitlines()[-1])["run_ids"]
+    except (IndexError, KeyError, TypeError, json.JSONDecodeError):
+        return None, f"workbench {command} printed no run ids: {done.stdout.strip()[:200]!r}"
+    return list(ids), ""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,39 +23,15 @@ from textual.widgets import Footer, Input, Label, Select, Static
 
 from engine.experiments_file import minimal_entry, save_experiment
 from engine.spec import Experiments, ExperimentSpec, SpecError
+from workbench.tui.screens.actions import run_workbench
 from workbench.tui.spec_form import SpecForm
 
-SUBMIT_TIMEOUT_S = 60
 UNSAVED_NAME = "unsaved"
-
-
-def workbench_executable() -> Path:
-    """The `workbench` console script beside this interpreter (the venv's)."""
-    return Path(sys.executable).parent / "workbench"
-
-
-def submit_command(name: str, experiments_path: Path, logs_dir: Path) -> list[str]:
-    return [str(workbench_executable()), "submit", name, "--experiments", str(experiments_path),
-            "--logs-dir", str(logs_dir), "--json"]
 
 
 def run_submit(name: str, experiments_path: Path, logs_dir: Path) -> tuple[list[str] | None, str]:
     """`workbench submit NAME --json` as a subprocess: (run ids, "") or (None, why it failed)."""
-    try:
-        done = subprocess.run(submit_command(name, experiments_path, logs_dir),
-                              capture_output=True, text=True, timeout=SUBMIT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return None, f"workbench submit did not answer within {SUBMIT_TIMEOUT_S} s"
-    except OSError as exc:
-        return None, f"cannot start workbench submit: {exc}"
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if line.strip()]
-        return None, lines[0] if lines else f"workbench submit failed (exit status {done.returncode})"
-    try:
-        ids = json.loads(done.stdout.strip().splitlines()[-1])["run_ids"]
-    except (IndexError, KeyError, TypeError, json.JSONDecodeError):
-        return None, f"workbench submit printed no run ids: {done.stdout.strip()[:200]!r}"
-    return list(ids), ""
+    return run_workbench(["submit", name, "--experiments", str(experiments_path)], logs_dir)
 
 
 class ComposeScreen(Screen):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -16,7 +16,7 @@ from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import STATUSES, RunFeed, age, matches, progress_bar, short_number
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.widgets.tables import cursor_key
-from workbench.tui.screens.actions import cancel_run, resume_run
+from workbench.tui.screens.actions import cancel_run, resume_run, run_workbench
 
 COLUMNS = (  # key, label
     ("run", "run"),
@@ -57,7 +57,8 @@ class RunsScreen(PollingScreen):
     HELP_EXTRA = [
         ("enter", "Open the highlighted run"),
         ("escape", "Leave the filter"),
-        ("␣", "Mark / unmark a run to compare"),
+        ("␣", "Mark / unmark a run to compare or fuse"),
+        ("f", "Fuse the marked runs (or the highlighted ensemble run) into a new run"),
         ("t", "Studies"),
     ]
     BINDINGS = [
@@ -69,6 +70,7 @@ class RunsScreen(PollingScreen):
         Binding("n", "compose", "New"),
         Binding("space", "mark", "Mark", key_display="␣", show=False),
         Binding("m", "compare", "Compare"),
+        Binding("f", "fuse", "Fuse", show=False),
     ]
 
     def __init__(self, logs_dir: Path, experiments: Path) -> None:
@@ -199,6 +201,29 @@ class RunsScreen(PollingScreen):
         from workbench.tui.screens.compare import CompareScreen
 
         self.app.push_screen(CompareScreen([self.records[i] for i in ids], self.logs_dir))
+
+    def action_fuse(self) -> None:
+        """Fuse the marked runs; with none marked, the highlighted run (an ensemble's members)."""
+        from workbench.tui.screens.fuse import FuseScreen
+
+        ids = self.marked_ids() or ([self.highlighted_id()] if self.highlighted_id() else [])
+        if not ids:
+            self.notify("mark the runs to fuse with space", severity="warning")
+            return
+        self.app.push_screen(FuseScreen(ids), lambda mode: mode and self._fuse(ids, mode))
+
+    @work(thread=True, group="fuse")
+    def _fuse(self, ids: list[str], mode: str) -> None:
+        queued, problem = run_workbench(["fuse", *ids, "--mode", mode], self.logs_dir)
+        self.app.call_from_thread(self._fused, ids, mode, queued, problem)
+
+    def _fused(self, ids: list[str], mode: str, queued: list[str] | None, problem: str) -> None:
+        if queued is None:  # the members do not fit: `workbench fuse` said why in one sentence
+            self.notify(problem, title="fuse refused", severity="error")
+            return
+        self.notify(f"{mode} of {', '.join(ids)}: {', '.join(queued)}", title="run queued")
+        self.marked.clear()
+        self.poll()
 
     def action_cancel_run(self) -> None:
         record = self.highlighted()
