@@ -2,8 +2,9 @@
 
 The members are checked here, before anything is queued: each must exist, have
 completed (or at least hold the checkpoint asked for), and be a single model or an
-ensemble of such models (each of its members fused) of one family, width and dataset. The fused run is an ordinary run (background worker, resume,
-TUI, store) whose spec names its members in `fusion.runs`.
+ensemble of such models (each of its members fused) of one family, width and dataset.
+The fused run is an ordinary run (background worker, resume, TUI, store) whose spec
+names its runs in `fusion.runs`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,5 @@ def _member_spec(record: dict, checkpoint: str) -> ExperimentSpec:
         )
     spec = ExperimentSpec.model_validate(folder.spec())
     if spec.model.groups > 1 or spec.fusion.mode != "none":
-        raise SpecError(
-            f"run {run_id} is a grouped or fused run; fuse runs of single models or ensembles of them"
-        )
+        raise SpecError(f"run {run_id} is a grouped or fused run; fuse runs of single models or ensembles of them")
     return spec
