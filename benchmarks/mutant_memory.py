@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from engine.fusion import mutant_state  # noqa: E402
-from engine.models import build_model  # noqa: E402
+from engine.models import build_model, param_count  # noqa: E402
 from engine.pruning import plan_pruning, prune_channels  # noqa: E402
 from engine.spec import ModelSpec  # noqa: E402
 
@@ -87,7 +87,7 @@ def child(args: argparse.Namespace) -> None:
         for _ in range(3):
             step(model, optimizer, x, y)
         peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-    params = sum(p.numel() for p in model.parameters())
+    params = param_count(model)
     print(json.dumps({"peak_bytes": peak, "params": params}))
 
 

@@ -65,6 +65,13 @@ def iter_events(path: str | Path, kind: str | None = None) -> Iterator[dict[str,
     return (event for event in events if kind is None or event.get("type") == kind)
 
 
+def survives_resume(step: int, cut: int) -> bool:
+    """Whether a record of `step` stands after the run resumed from step `cut`: resumed from
+    saved state at step N, the records up to N stand; restarted from scratch (N = 0), step
+    0 is recorded again too. The one rule every reader of a resumed run's events applies."""
+    return step < cut or 0 < cut == step
+
+
 def run_events(path: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
     """The events of the run as it stands: when a run was resumed from step N, what an
     earlier attempt wrote after step N was computed again, so only the newer copy is kept."""
@@ -72,12 +79,10 @@ def run_events(path: str | Path, kind: str | None = None) -> list[dict[str, Any]
     kept: list[dict[str, Any]] = []
     for event in events:
         if event.get("type") == "start" and event.get("resumed_from") is not None:
-            # Resumed from saved state at step N: the records up to N stand. Restarted from
-            # scratch (N = 0): step 0 is recorded again too.
             cut = event["resumed_from"]
             kept = [
                 e for e in kept
-                if e.get("type") == "start" or (e.get("type") != "end" and (e.get("step", 0) < cut or 0 < cut == e.get("step")))
+                if e.get("type") == "start" or (e.get("type") != "end" and survives_resume(e.get("step", 0), cut))
             ]
         kept.append(event)
     return [event for event in kept if kind is None or event.get("type") == kind]

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import nn
 
-from engine.models import ResNet
+from engine.models import ResNet, param_count
 from engine.spec import PruneSpec, SpecError
 
 Slices = dict[str, list[tuple[int, torch.Tensor]]]  # param/buffer name -> (dim, kept indices) applied in order
@@ -112,10 +112,6 @@ def _take(tensor: torch.Tensor, slices: list[tuple[int, torch.Tensor]]) -> torch
     return tensor
 
 
-def _param_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @torch.no_grad()
 def prune_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict:
     """Remove every channel not in `keep` (conv name -> kept indices; a missing layer keeps all).
@@ -130,7 +126,7 @@ def prune_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict:
     unknown = set(keep) - {conv for conv, _ in chain}
     if unknown:
         raise ValueError(f"no prunable conv layers named {sorted(unknown)}; layers: {[c for c, _ in chain]}")
-    params_before, old_widths = _param_count(model), widths(model)
+    params_before, old_widths = param_count(model), widths(model)
     slices: Slices = {}
     previous: torch.Tensor | None = None  # kept input channels of the current conv
     for conv_name, bn_name in chain:
@@ -185,7 +181,7 @@ def prune_channels(model: nn.Module, keep: dict[str, torch.Tensor]) -> dict:
         "widths": new_widths,
         "removed": {name: old_widths[name] - new_widths[name] for name in new_widths},
         "params_before": params_before,
-        "params_after": _param_count(model),
+        "params_after": param_count(model),
         "slices": slices,
     }
 

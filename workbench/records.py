@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.events import read_events
+from engine.events import read_events, survives_resume
 from engine.run_folder import ID_LENGTH, RunFolder, read_json
 from workbench.heartbeat import STALE_SECONDS, read_heartbeat
 
@@ -80,12 +80,6 @@ def lifecycle(events: list[dict[str, Any]], before: Lifecycle = ("queued", {}, N
     return status, start, end
 
 
-def _survives(step: int, cut: int) -> bool:
-    """engine.events.run_events' rule: after a resume from step `cut`, a step stands when it
-    is below the cut, or equal to it when the cut is past 0 (a restart from 0 redoes step 0)."""
-    return step < cut or 0 < cut == step
-
-
 @dataclass(frozen=True)
 class EventsFold:
     """What a record needs from a run's events.jsonl, folded up to byte `offset`: read once,
@@ -110,8 +104,8 @@ class EventsFold:
             kind = event.get("type")
             if kind == "start" and event.get("resumed_from") is not None:
                 cut = event["resumed_from"]
-                movements = [m for m in movements if _survives(m.get("step", 0), cut)]
-                if older is not None and not _survives(older.get("step", 0), cut):
+                movements = [m for m in movements if survives_resume(m.get("step", 0), cut)]
+                if older is not None and not survives_resume(older.get("step", 0), cut):
                     return None
             if kind == "movement":
                 movements.append(event)

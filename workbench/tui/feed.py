@@ -3,7 +3,7 @@ they grow. Torch-free, UI-free and safe to call from a worker thread; unit-teste
 
 `EventsTail` reads only the bytes appended since its last poll (engine.events.read_events
 with an offset) and keeps per-step series; a `start` event with `resumed_from` N drops
-what an earlier attempt wrote after step N, by the rule engine.events.run_events applies.
+what an earlier attempt wrote after step N, by engine.events.survives_resume.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.events import EVENTS_FILE, read_events
+from engine.events import EVENTS_FILE, read_events, survives_resume
 from workbench.runner import refresh_active
 from workbench.store import Store
 from workbench.tables import number
@@ -89,12 +89,6 @@ class Series:
 
     def __len__(self) -> int:
         return len(self.steps)
-
-
-def _survives(cut: int):
-    """The events.run_events rule: after a resume from step `cut`, a step survives when it is
-    below the cut, or equal to it when the cut is past 0 (restarting from 0 redoes step 0)."""
-    return lambda step: step < cut or 0 < cut == step
 
 
 class EventsTail:
@@ -194,7 +188,9 @@ class EventsTail:
             self.step = step or 0
 
     def _cut(self, cut: int) -> None:
-        keep = _survives(cut)
+        def keep(step: int) -> bool:
+            return survives_resume(step, cut)
+
         for series in self.series.values():
             series.keep(keep)
         self._movements = [m for m in self._movements if keep(m["step"])]
