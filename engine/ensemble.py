@@ -18,7 +18,6 @@ measures them.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 
@@ -27,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from engine.grouped import split_group
 from engine.models import build_model
 from engine.spec import ModelSpec
 
 IMPLEMENTATIONS = ("sequential", "vmap", "grouped")
-_GROUP_SUFFIX = re.compile(r"_g(\d+)$")  # grouped models name group k's tensors `weight_g{k}`
 
 
 class SequentialEnsemble(nn.Module):
@@ -120,9 +119,9 @@ def member_states(model: nn.Module) -> list[dict[str, torch.Tensor]]:
     count = _group_count(state)
     states: list[dict[str, torch.Tensor]] = [{} for _ in range(count)]
     for name, tensor in state.items():
-        match = _GROUP_SUFFIX.search(name)
-        if match:
-            states[int(match.group(1))][name[: match.start()]] = tensor.detach().clone()
+        base, group = split_group(name)  # grouped models name group k's tensors `weight_g{k}`
+        if group is not None:
+            states[group][base] = tensor.detach().clone()
         elif tensor.dim() == 0:  # num_batches_tracked: one count shared by all groups
             for member in states:
                 member[name] = tensor.detach().clone()
@@ -145,9 +144,9 @@ def load_members(model: nn.Module, states: list[dict[str, torch.Tensor]]) -> Non
         raise ValueError(f"{len(states)} member states for a grouped model of {_group_count(own)} groups")
     full: dict[str, torch.Tensor] = {}
     for name, tensor in own.items():
-        match = _GROUP_SUFFIX.search(name)
-        if match:
-            full[name] = states[int(match.group(1))][name[: match.start()]]
+        base, group = split_group(name)
+        if group is not None:
+            full[name] = states[group][base]
         elif tensor.dim() == 0:
             full[name] = states[0][name]
         else:
@@ -157,7 +156,7 @@ def load_members(model: nn.Module, states: list[dict[str, torch.Tensor]]) -> Non
 
 def _group_count(state: dict[str, torch.Tensor]) -> int:
     # A one-group model keeps plain tensor names: it is its single member as it stands.
-    indices = {int(m.group(1)) for m in map(_GROUP_SUFFIX.search, state) if m}
+    indices = {group for _, group in map(split_group, state) if group is not None}
     return max(indices, default=0) + 1
 
 

@@ -30,10 +30,16 @@ if TYPE_CHECKING:
 _GROUP_SUFFIX = re.compile(r"_g(\d+)$")
 
 
+def split_group(name: str) -> tuple[str, int | None]:
+    """A tensor name without its group suffix, and the group (`conv1.weight_g1` -> (`conv1.weight`, 1));
+    a name of no group comes back as it is, with None."""
+    match = _GROUP_SUFFIX.search(name)
+    return (name[: match.start()], int(match.group(1))) if match else (name, None)
+
+
 def group_index(param_name: str) -> int | None:
     """The kernel group a parameter name belongs to (`features.conv1.weight_g1` -> 1), else None."""
-    match = _GROUP_SUFFIX.search(param_name)
-    return int(match.group(1)) if match else None
+    return split_group(param_name)[1]
 
 
 def group_params(layers: list[Layer]) -> dict[int, list[str]]:
