@@ -204,9 +204,9 @@ def _refuse_unpublished(name: str, root: str | Path) -> None:
     Missing files are left to torchvision ("not found"). A mismatched file is refused even
     with data.download=true: torchvision would overwrite it, and it may be someone's own.
     """
-    for relative, md5 in published_md5().get(name, {}).items():
+    for relative in published_md5().get(name, {}):
         path = Path(root) / relative
-        if path.is_file() and _md5(path) != md5:
+        if path.is_file() and not _is_published(name, root, relative):
             raise SpecError(
                 f"{path} does not match the md5 torchvision publishes for {_TITLES[name]}'s {Path(relative).name}; "
                 f"it was not loaded (replace it with a clean copy, or delete it and set data.download=true)"
