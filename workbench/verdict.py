@@ -40,6 +40,7 @@ from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_qua
 
 METRICS = ("dist", "speed")
 FINAL_METRICS = ("eval_acc", "eval_loss", "train_loss")
+SCOPED_KEYS = ("headline", "all", "kinds", "layers", "normalized", "loss_key", "loss_matched", "detectable_ratio")
 
 
 # ---------------------------------------------------------------------------------------
@@ -126,6 +127,8 @@ def study_verdict(
         "arm_figures": {arm: arm_figures(by_seed) for arm, by_seed in loaded.items()},
         "subsets": first["subsets"],
         "answer": first["answer"],
+        # the first (for a two-arm study the only) arm's scoped verdict, at the top level as `subsets` is
+        **{key: first[key] for key in SCOPED_KEYS if key in first},
         "notes": notes,
     }
 
