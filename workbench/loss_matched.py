@@ -14,8 +14,10 @@ trained between evals), the held-out `eval_loss` is used as it is (it is not noi
 same fixed split every time). The verdict says which loss it used.
 
 The crossing step is interpolated between the two evals either side, linearly in log
-loss (losses fall roughly exponentially); a run whose first eval is already below the
-threshold crosses at that eval's step.
+loss (losses fall roughly exponentially). A run whose first eval (after step 0: the
+engine evaluates at `eval_every`, not at step 0) is already at or below the threshold
+crossed it at a step nobody recorded: that pair is left out of that threshold, and said
+so, as is a pair where a run never reaches it.
 """
 
 from __future__ import annotations
@@ -51,18 +53,22 @@ def loss_curve(evals: dict[int, dict[str, Any]], key: str) -> list[tuple[int, fl
     return curve
 
 
-def first_reaches(curve: list[tuple[int, float]], threshold: float) -> float | None:
-    """The step at which `curve` first reaches `threshold` (or goes below); None if never."""
+NOT_REACHED, BEFORE_FIRST_EVAL = "not reached", "reached before the first eval"
+
+
+def first_reaches(curve: list[tuple[int, float]], threshold: float) -> float | str:
+    """The step at which `curve` first reaches `threshold` (or goes below), or why there is
+    none: NOT_REACHED, or BEFORE_FIRST_EVAL when the first eval (after step 0) is already
+    at or below it, so the crossing lies somewhere before, at a step nobody recorded."""
     for index, (step, loss) in enumerate(curve):
         if loss > threshold:
             continue
         if index == 0:
-            return float(step)
+            return float(step) if step == 0 else BEFORE_FIRST_EVAL
         before, above = curve[index - 1]
         if above > 0 and loss > 0:  # log-linear: where log loss crosses log threshold
             fraction = (math.log(above) - math.log(threshold)) / (math.log(above) - math.log(loss))
         else:
             fraction = (above - threshold) / (above - loss)
         return before + fraction * (step - before)
-    return None
-
+    return NOT_REACHED

@@ -302,10 +302,11 @@ def _comparison_tables(comparison: dict[str, Any]) -> list[str]:
         if section == "loss-matched":
             lines.append("")
             for entry in comparison["loss_matched"]:
-                if entry["not_reached"]:
-                    seeds = ", ".join(map(str, entry["not_reached"]))
-                    lines.append(f"- {entry['key']} <= {entry['loss']:g} not reached by the arm run, the reference run "
-                                 f"or both, seed(s) {seeds}: left out")
+                for key, why in (("not_reached", "never reached by the arm run, the reference run or both"),
+                                 ("before_first_eval", "already reached at the first eval (crossing step unknown)")):
+                    if entry.get(key):
+                        seeds = ", ".join(map(str, entry[key]))
+                        lines.append(f"- {entry['key']} <= {entry['loss']:g}: {why} in seed(s) {seeds}; left out")
         lines.append("")
     lines += [
         "### Final loss and accuracy",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from workbench.loss_matched import THRESHOLDS, first_reaches, loss_curve, loss_key
+from workbench.loss_matched import BEFORE_FIRST_EVAL, NOT_REACHED, THRESHOLDS, first_reaches, loss_curve, loss_key
 from workbench.normalized import THIRDS, rates
 from workbench.scopes import KINDS, SIDES, at_step, describe, figures, layer_kind, partitioned_layers, record_layers, scope_series
 from workbench.verdict_stats import finite, geometric_summary, ratio
@@ -134,16 +134,19 @@ def _normalized(pairs: Pairs, finals: Finals, layers: list[str] | None) -> tuple
 
 def _loss_matched(pairs: Pairs, finals: Finals, layers: list[str] | None, key: str, threshold: float) -> dict[str, Any]:
     """S of the subset's dist where each run's loss first reaches `threshold`; pairs where a
-    run never reaches it are listed, not compared."""
-    per_seed = []
+    run never reaches it, or had reached it before its first eval, are listed, not compared."""
+    per_seed, left_out = [], {NOT_REACHED: [], BEFORE_FIRST_EVAL: []}
     for seed, a, r in pairs:
         crossing = [first_reaches(loss_curve(run.evals, key), threshold) for run in (a, r)]
+        for why in {c for c in crossing if isinstance(c, str)}:
+            left_out[why].append(seed)
+        steps = [None if isinstance(c, str) else c for c in crossing]
         dists = [None if step is None else at_step(scope_series(run.movement, "subset", layers), "dist", step)
-                 for run, step in zip((a, r), crossing)]
-        per_seed.append({"seed": seed, "arm_step": crossing[0], "reference_step": crossing[1],
+                 for run, step in zip((a, r), steps)]
+        per_seed.append({"seed": seed, "arm_step": steps[0], "reference_step": steps[1],
                          "arm": dists[0], "reference": dists[1], "ratio": ratio(*dists)})
-    not_reached = [p["seed"] for p in per_seed if p["arm_step"] is None or p["reference_step"] is None]
-    return {"loss": threshold, "key": key, "subset": summary(per_seed, "dist"), "not_reached": not_reached}
+    return {"loss": threshold, "key": key, "subset": summary(per_seed, "dist"),
+            "not_reached": left_out[NOT_REACHED], "before_first_eval": left_out[BEFORE_FIRST_EVAL]}
 
 
 # ---------------------------------------------------------------------------------------
