@@ -34,6 +34,7 @@ matplotlib.use("Agg")  # before pyplot: no display on a GPU server
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from engine.run_folder import atomic_write  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
@@ -131,7 +132,8 @@ def plot_movement(loaded: dict[str, dict[int, RunSeries]], headline: dict[str, A
         for col, side in enumerate(SIDES):
             ax = axes[row][col]
             for index, (arm, by_side) in enumerate(series.items()):
-                per_run = [{r["step"]: r[metric] for r in run} for run in by_side[side]]
+                # the step-0 record has no update before it: its speed (0) says nothing
+                per_run = [{r["step"]: r[metric] for r in run if metric == "dist" or r["step"] > 0} for run in by_side[side]]
                 _band(ax, *_seed_matrix(per_run), arm, f"C{index}")
             ax.set_title(f"{side}, {headline['scope']} layers: {metric}")
             ax.set_xlabel("step")
@@ -154,12 +156,20 @@ def plot_ratios(verdict: dict[str, Any]):
             if over[metric]["step"]:
                 color = f"C{verdict['arms'].index(comparison['arm'])}"  # the arm's colour in movement.png
                 _ratio_line(ax, over[metric], f"{comparison['arm']} / {comparison['reference']}", color)
-        ax.set_yscale("log")
+        _log_axis(ax.yaxis, ax.set_yscale)
         ax.set_title(f"subset, {comparisons[0]['headline']['scope']} layers: {metric} ratio")
         ax.set_xlabel("step")
     axes[0][0].legend(fontsize="small")
     figure.tight_layout()
     return figure
+
+
+def _log_axis(axis, set_scale) -> None:
+    """A log scale for ratios (r and 1/r equally far from 1), ticks as plain numbers."""
+    set_scale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
 
 
 def _ratio_line(ax, over: dict[str, list], label: str, color) -> None:
@@ -189,7 +199,7 @@ def plot_scopes(verdict: dict[str, Any]):
         ax.plot([figures["ratio"]], [row], "o", color=color)
     ax.set_yticks(range(len(points)), [label for label, _, _ in points])
     ax.invert_yaxis()
-    ax.set_xscale("log")
+    _log_axis(ax.xaxis, ax.set_xscale)
     ax.set_xlabel("subset dist ratio at the end, arm / reference (geometric mean, 95% CI)")
     figure.tight_layout()
     return figure
