@@ -54,7 +54,7 @@ def scoped_comparison(pairs: Pairs, finals: Finals, shared_steps: list[int], not
             kinds[kind] = {"layers": members, **_sides(pairs, finals, members, seen)}
     normalized, missing_grad = _normalized(pairs, finals, layers)
     if missing_grad and pairs:
-        notes.append(f"{arm}: movement records without `grad` (runs recorded before gradient norms were): "
+        notes.append(f"{arm}: movement records without `grad` (made before the engine recorded gradient norms): "
                      "no grad or path_per_grad ratios")
     key = loss_key(run.evals for run in runs)
     return {

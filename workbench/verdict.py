@@ -371,8 +371,8 @@ def verdict_table(verdict: dict[str, Any]):
         table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
         for name, justify in (("scope", "left"), ("side", "left"), ("ratio", "right"), ("95% CI", "right"),
                               ("p", "right"), ("n", "right")):
-            table.add_column(name, justify=justify, no_wrap=True, max_width=24 if name == "scope" else None,
-                             overflow="ellipsis")
+            table.add_column(name, justify=justify, no_wrap=True, max_width=22 if name == "scope" else None,
+                             min_width=3 if name == "n" else None, overflow="ellipsis")
         section = None
         for kind, scope, side, figures in scope_rows(comparison):
             if section is not None and kind != section:
@@ -383,7 +383,7 @@ def verdict_table(verdict: dict[str, Any]):
         for key, figures in comparison["final"].items():
             if figures["n"]:
                 shown = figures.get("ci_shown", figures["ci"])
-                ci = "-" if shown is None else f"{_signed(shown[0])} to {_signed(shown[1])}"
+                ci = "-" if shown is None else f"{_signed(shown[0], 2)} to {_signed(shown[1], 2)}"
                 table.add_row(key, "arm-ref", _signed(figures["difference"]), ci, "", str(figures["n"]))
         parts += [table, Text("")]
     if verdict.get("arm_figures"):
@@ -430,5 +430,5 @@ def arm_cells(figures: dict[str, Any]) -> list[str]:
             str(figures["n"])]
 
 
-def _signed(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.4g}"
+def _signed(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:+.{digits}g}"
