@@ -229,3 +229,28 @@ def test_printed_table_fits_80_columns_and_leads_with_the_headline(tmp_path):
     assert [row[0] for row in rows][:3] == ["partitioned", "partitioned", "all"]
     mean, ci = by_hand([math.hypot(a, 2 * b) / math.hypot(1, 2) for a, b in zip(CONV1_RATIOS, CONV2_RATIOS)])
     assert rows[0][:4] == ["partitioned", "subset", f"{mean:.2f}", f"{ci[0]:.2f}-{ci[1]:.2f}"]
+
+
+def test_arms_of_other_models_compare_their_own_conv_layers_or_the_whole_subset(tmp_path):
+    # e.g. two half-width models against one model: other layer names. Their conv layers
+    # are the counterpart of the reference's partitioned conv layers.
+    def other_model(layers: dict) -> dict[str, dict[int, Path]]:
+        runs = make_pairs(tmp_path / str(len(layers)) / next(iter(layers)), lambda seed: {"subset": layers, "fixed": {}},
+                          lambda seed: REF, range(3))
+        for folder in runs["half-fixed"].values():  # not frozen, nothing partitioned off
+            spec = json.loads((folder / "spec.json").read_text())
+            (folder / "spec.json").write_text(json.dumps({**spec, "freeze": False, "partition": {"strategy": "none"}}))
+        return runs
+
+    verdict = study_verdict("s", other_model({"members.0.conv1": 1.5, "members.1.conv1": 1.5}), "baseline")
+    assert verdict["headline"]["scope"] == "partitioned"
+    assert set(verdict["headline"]["layers"]) == {CONV1, CONV2, "members.0.conv1", "members.1.conv1"}
+    assert verdict["headline"]["subset"]["ratio"] == pytest.approx(math.hypot(1.5, 1.5) / math.hypot(1.0, 2.0))
+    assert verdict["answer"].startswith("subset conv kernels moved ")
+
+    # no conv layers named in the other model: nothing pairs up, the whole subset is compared, said so
+    verdict = study_verdict("s", other_model({"members.0.block": 1.5, "members.1.block": 1.5}), "baseline")
+    assert verdict["headline"]["scope"] == "all" and verdict["headline"]["subset"]["n"] == 3
+    assert verdict["headline"]["subset"]["ratio"] == pytest.approx(math.hypot(1.5, 1.5) / math.hypot(1.0, 2.0, 0.5, 0.1))
+    assert verdict["answer"].startswith("the whole subset moved ")
+    assert any("do not pair up" in note for note in verdict["notes"])

@@ -6,6 +6,12 @@ by verdict_stats.geometric_summary (geometric mean, 95% t interval on log ratios
 t and Wilcoxon p, detectable ratio), with the quantity (`metric`) and the per-seed values
 beside it. Movement ratios are of `dist` at the last step both runs of a pair recorded
 (the same step the whole-subset verdict uses); scopes are defined in workbench/scopes.py.
+
+The headline's layers are those both arms' partitions split, by name over the layers
+either arm's runs recorded; each run contributes the ones it has, so an arm of another
+model (two half-width models against one) compares its conv layers with the reference's.
+Where that leaves nothing to compare (no per-layer records in older runs, or no layers in
+common), the headline is the whole tracked subset (scope `all`), and a note says why.
 """
 
 from __future__ import annotations
@@ -36,12 +42,15 @@ def scoped_comparison(pairs: Pairs, finals: Finals, shared_steps: list[int], not
     spec = _partition_spec(pairs)
     partitioned = [name for name in partitioned_layers(spec, seen)
                    if all(name in partitioned_layers(run.spec, seen) for run in runs[:2])]
-    if partitioned:
-        scope, words, layers = "partitioned", describe(spec, partitioned), partitioned
-    else:
+    whole = {side: _final(pairs, finals, side, None) for side in SIDES}
+    scope, words, layers = "partitioned", describe(spec, partitioned), partitioned
+    if not partitioned or (whole["subset"]["n"] and not _final(pairs, finals, "subset", partitioned)["n"]):
+        # no per-layer records (older runs), or arms of different models whose layers do not pair up
         scope, words, layers = "all", "whole subset", None
         if pairs:
-            why = "no per-layer movement records" if not any(seen.values()) else "no partitioned layers recorded"
+            why = ("no per-layer movement records" if not any(seen.values()) else
+                   "no partitioned layers recorded" if not partitioned else
+                   "the arms' partitioned layers do not pair up (different models?)")
             notes.append(f"{arm}: {why}, so the headline covers the whole tracked subset (every layer)")
     headline = {"scope": scope, "description": words, "layers": layers, "metric": "dist",
                 **{side: _final(pairs, finals, side, layers) for side in SIDES},
@@ -59,7 +68,7 @@ def scoped_comparison(pairs: Pairs, finals: Finals, shared_steps: list[int], not
     key = loss_key(run.evals for run in runs)
     return {
         "headline": headline,
-        "all": {side: _final(pairs, finals, side, None) for side in SIDES},
+        "all": whole,
         "kinds": kinds,
         "layers": {name: {"kind": layer_kind(name), **_sides(pairs, finals, [name], seen)} for name in every},
         "normalized": normalized,
