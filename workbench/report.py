@@ -306,8 +306,8 @@ def _comparison_tables(comparison: dict[str, Any]) -> list[str]:
         chosen = [row for row in rows if row[0] == section]
         if not chosen:
             continue
-        lines += [f"### {title}", "", S_HEADER[0].format(first="quantity" if section in ("normalized", "loss-matched") else "scope"),
-                  S_HEADER[1]]
+        first = "quantity" if section in ("normalized", "loss-matched") else "scope"
+        lines += [f"### {title}", "", S_HEADER[0].format(first=first), S_HEADER[1]]
         lines += [_s_row(scope, side, figures) for _, scope, side, figures in chosen]
         if section == "loss-matched":
             lines.append("")

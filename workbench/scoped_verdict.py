@@ -135,8 +135,10 @@ def _normalized(pairs: Pairs, finals: Finals, layers: list[str] | None) -> tuple
 
     out = {name: summary(over_seeds(lambda found, name=name: found[name]), name)
            for name in ("grad", "path_per_grad", "speed_mean")}
-    out["speed_thirds"] = {third: summary(over_seeds(lambda found, third=third: found["speed_thirds"][third]), f"speed ({third} third)")
-                           for third in THIRDS}
+    out["speed_thirds"] = {
+        third: summary(over_seeds(lambda found, third=third: found["speed_thirds"][third]), f"speed ({third} third)")
+        for third in THIRDS
+    }
     missing = any(found["grad"] is None and found["speed_mean"] is not None for both in per_run.values() for found in both)
     return out, missing
 
@@ -173,11 +175,13 @@ def scope_rows(comparison: dict[str, Any]) -> list[tuple[str, str, str, dict[str
     rows = [("headline", headline["scope"], side, headline[side]) for side in SIDES]
     rows += [("all", "all layers", side, comparison["all"][side]) for side in SIDES]
     rows += [("kind", kind, side, entry[side]) for kind, entry in comparison["kinds"].items() for side in SIDES if side in entry]
-    rows += [("layer", name, side, entry[side]) for name, entry in comparison["layers"].items() for side in SIDES if side in entry]
+    rows += [("layer", name, side, entry[side])
+             for name, entry in comparison["layers"].items() for side in SIDES if side in entry]
     normalized = comparison["normalized"]
     rows += [("normalized", label, "subset", normalized[key])
              for key, label in (("speed_mean", "speed, mean"), ("grad", "grad"), ("path_per_grad", "path per grad"))]
     rows += [("normalized", THIRD_LABELS[third], "subset", entry) for third, entry in normalized["speed_thirds"].items()]
     short = "train" if comparison.get("loss_key") == "train_loss" else "eval"
-    rows += [("loss-matched", f"{short} loss <= {entry['loss']:g}", "subset", entry["subset"]) for entry in comparison["loss_matched"]]
+    rows += [("loss-matched", f"{short} loss <= {entry['loss']:g}", "subset", entry["subset"])
+             for entry in comparison["loss_matched"]]
     return rows

@@ -105,7 +105,7 @@ def geometric_summary(ratios: list[float | None]) -> dict[str, Any]:
         return out
     sd = statistics.stdev(logs)
     half = t_quantile(len(logs) - 1) * sd / math.sqrt(len(logs))
-    out["ci"] = [math.exp(mean - half), math.exp(mean + half)]
+    out["ci"] = [_exp(mean - half), _exp(mean + half)]
     out["p"] = paired_t_p(logs)
     out["p_wilcoxon"] = wilcoxon_p(logs) if len(logs) < EXACT_WILCOXON_BELOW else None
     out["detectable_ratio"] = detectable_ratio(sd, len(logs))
@@ -154,7 +154,13 @@ def detectable_ratio(sd: float, n: int, *, alpha: float = ALPHA, power: float = 
     while shortfall(high) < 0:  # power grows with the noncentrality: bracket the root
         high *= 2
     noncentrality = optimize.brentq(shortfall, 0.0, high)
-    return math.exp(noncentrality * sd / math.sqrt(n))
+    return _exp(noncentrality * sd / math.sqrt(n))
+
+
+def _exp(x: float) -> float:
+    # log ratios spread over hundreds of e-folds (a subset that barely moved in one run)
+    # would overflow: cap at e^700 (~1e304), still a finite number for JSON
+    return math.exp(min(x, 700.0))
 
 
 def clip_interval(ci: list[float] | None, low: float, high: float) -> list[float] | None:
