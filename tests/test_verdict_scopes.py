@@ -15,7 +15,7 @@ from rich.console import Console
 from scipy import stats
 
 from verdict_runs import CONV1, CONV2, FC1, FC2, write_run
-from workbench.scopes import figures, layer_kind, partitioned_layers
+from workbench.scopes import at_step, figures, layer_kind, partitioned_layers, scope_series
 from workbench.verdict import study_verdict, verdict_table
 from workbench.verdict_stats import detectable_ratio, geometric_summary
 
@@ -254,3 +254,17 @@ def test_arms_of_other_models_compare_their_own_conv_layers_or_the_whole_subset(
     assert verdict["headline"]["subset"]["ratio"] == pytest.approx(math.hypot(1.5, 1.5) / math.hypot(1.0, 2.0, 0.5, 0.1))
     assert verdict["answer"].startswith("the whole subset moved ")
     assert any("do not pair up" in note for note in verdict["notes"])
+
+
+def test_the_path_of_a_union_of_layers_is_travelled_by_the_union_not_the_sum_of_paths():
+    # two layers moving at 3 and 4 per step along orthogonal directions: the union moves
+    # 5 per step (not 7); records every 10 steps, the last gap 20
+    movement = {step: {"subset": {"layers": {CONV1: {"dist": 3.0 * step, "speed": 3.0 if step else 0.0},
+                                             CONV2: {"dist": 4.0 * step, "speed": 4.0 if step else 0.0}}}}
+                for step in (0, 10, 20, 40)}
+    series = scope_series(movement, "subset", [CONV1, CONV2])
+    assert [r["gap"] for r in series] == [0, 10, 10, 20]
+    assert [r["path"] for r in series] == pytest.approx([0.0, 50.0, 100.0, 200.0])
+    assert [r["dist"] for r in series] == pytest.approx([0.0, 50.0, 100.0, 200.0])
+    assert scope_series(movement, "subset", [CONV1, CONV2], until=20)[-1]["step"] == 20
+    assert at_step(series, "dist", 30) == pytest.approx(150.0) and at_step(series, "dist", 50) is None
