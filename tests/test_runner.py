@@ -186,7 +186,9 @@ def test_a_study_runs_every_arm_and_seed_then_reuses_them(wb):
     subset = verdict["subsets"]["subset"]
     assert subset["ratio"] > 0 and subset["n"] == 2 and subset["ci"][0] <= subset["ratio"] <= subset["ci"][1]
     assert verdict["subsets"]["fixed"]["ratio"] == 0  # frozen: it never moved
-    assert verdict["answer"].startswith(("subset moved", "no difference detected"))
+    # the answer states the headline: the conv kernels the partition splits
+    assert verdict["headline"]["scope"] == "partitioned" and verdict["headline"]["layers"] == ["features.conv1", "features.conv2"]
+    assert verdict["answer"].startswith(("conv kernels that kept training moved", "no difference detected: conv kernels"))
     run_ids = {run_id for seeds in verdict["runs"].values() for run_id in seeds.values()}
     assert len(run_ids) == 4
 
