@@ -19,7 +19,7 @@ from engine.run_folder import RunFolder
 from workbench.heartbeat import read_heartbeat
 from workbench.records import record_from_folder
 
-TIMEOUT = 90  # seconds for a tiny run to finish on a busy 2-core machine
+TIMEOUT = 300  # seconds: a guard for a tiny run on a loaded 2-core machine, not a speed goal
 
 
 def submit(wb, *args: object) -> list[Path]:
@@ -76,12 +76,12 @@ def test_sigkill_of_a_worker_shows_the_run_as_lost_at_once(wb):
     (run_dir,) = submit(wb, "baseline", "--set", "train.steps=100000")
     beat = running_at(run_dir, 1)
     os.kill(beat["pid"], signal.SIGKILL)
-    wait_for(lambda: status(run_dir) == "lost", timeout=5, what="lost")
+    wait_for(lambda: status(run_dir) == "lost", timeout=60, what="lost")
     listed = {r["run_id"]: r for r in json.loads(wb("runs", "--json").stdout)}
     assert listed[run_dir.name]["status"] == "lost"
     # and a lost run can be resumed (from step 0 here: it had no saved state)
     wb("resume", run_dir.name)
-    assert wait_for(lambda: status(run_dir) in ("queued", "running") and status(run_dir), timeout=10, what="resumed")
+    assert wait_for(lambda: status(run_dir) in ("queued", "running") and status(run_dir), timeout=60, what="resumed")
     wb("cancel", run_dir.name)
     assert status(run_dir) == "cancelled"
 

@@ -262,7 +262,7 @@ async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: P
         assert screen.query_one("#chart-dist").points == 4  # subset + fixed, 2 points each
         assert "running" in str(screen.query_one("#run-header").render())
         append(events, movement(20), movement(30))
-        await settle(pilot, lambda: len(screen.tail.series["subset.dist"]) == 4, timeout=5)
+        await settle(pilot, lambda: len(screen.tail.series["subset.dist"]) == 4, timeout=60)
         await settle(pilot, lambda: screen.query_one("#chart-dist").points == 8)
         assert screen.query_one("#run-layers", DataTable).row_count == 4  # subset/fixed: all + 1 layer
         await pilot.press("3")

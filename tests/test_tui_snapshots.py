@@ -180,9 +180,16 @@ def test_every_footer_key_fits_in_80_columns(app: WorkbenchApp, screen: str):
     async def check() -> None:
         async with app.run_test(size=SMALL) as pilot:
             await SCREENS[screen](app)(pilot)
-            await pilot.pause(0.1)
-            footer = app.screen.query_one(Footer)
-            keys = list(footer.query(FooterKey))
+            # Wait for the footer's layout to settle (two equal reads), however slow the machine.
+            footer, regions = None, None
+            for _ in range(400):
+                await pilot.pause(0.05)
+                footer = app.screen.query_one(Footer)
+                keys = list(footer.query(FooterKey))
+                now = [(k.key, k.region) for k in keys]
+                if keys and all(k.region.width for k in keys) and now == regions:
+                    break
+                regions = now
             palette = [k for k in keys if k.has_class("-command-palette")]
             right = palette[0].region.x if palette else SMALL[0]
             shown = [k for k in keys if k not in palette]

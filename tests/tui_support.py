@@ -41,7 +41,7 @@ def sync(test):
     return wrapper
 
 
-async def settle(pilot, until, timeout: float = 5.0) -> None:
+async def settle(pilot, until, timeout: float = 60.0) -> None:
     """Let polls run until `until()` holds (screens read files in a thread)."""
     deadline = time.monotonic() + timeout
     while not until():
