@@ -415,6 +415,8 @@ def _describe(error: dict[str, Any], prefix: str, model: type[BaseModel] = Exper
         return f"{loc}: required"
     if error["type"] == "model_type":  # pydantic names the class (DataSpec); the user wrote a section
         message = "must be an object of settings"
+    elif error["loc"] and error["loc"][-1] == "seed":
+        message = f"must be an integer 0..{SEED_MAX} (2^32-1, a seed that torch and numpy both take)"
     return f"{loc}: {message} (got {_shown(error.get('input'))})"
 
 
@@ -544,26 +546,18 @@ class Experiments:
             # only keep the errors about the file's own layout.
             messages = validation_messages(exc, model=ExperimentsFile)
             problems += [m for m in messages if not m.startswith(("experiments.", "studies."))]
-        found: dict[str, list[str]] = {}
+        # resolve() names each error where it is written, so an error in `baseline` reads the
+        # same from every experiment and study that inherits it, and is kept once.
         for name in self.entries:
             try:
                 self.resolve(name)
             except SpecError as exc:
-                found[name] = str(exc).split("\n")
-        # An error is told once, where it is written: an experiment leaves out the errors its
-        # base has too (the base, or the base's base, reports them).
-        for name, lines in found.items():
-            base = self._base(name)
-            inherited = {self._relative(line, base) for line in found.get(base, [])} if base else set()
-            problems += [
-                line for line in lines if self._relative(line, name) not in inherited and line not in problems
-            ]
-        reported = {line for lines in found.values() for line in lines}
+                problems += [p for p in str(exc).split("\n") if p not in problems]
         for name in self.studies:
             try:
                 self.study(name)
             except SpecError as exc:
-                problems += [p for p in str(exc).split("\n") if p not in problems and p not in reported]
+                problems += [p for p in str(exc).split("\n") if p not in problems]
         return problems
 
     def _base(self, name: str) -> str | None:
@@ -571,9 +565,25 @@ class Experiments:
         base = entry.get("base") if isinstance(entry, dict) else None
         return base if isinstance(base, str) else None
 
-    def _relative(self, line: str, name: str) -> str:
-        """An error about experiment `name` without its location prefix, to compare with its base's."""
-        return line.removeprefix(f"{self.path}: experiments.{name}.")
+    def _written_in(self, name: str, loc: tuple[Any, ...]) -> str:
+        """The experiment of `name`'s base chain whose entry sets the value at `loc`: the nearest
+        (its value is the one in effect), else `name` itself (a default, or a cross-key rule)."""
+        current: str | None = name
+        seen: set[str] = set()
+        while current is not None and current in self.entries and current not in seen:
+            seen.add(current)
+            node: Any = self.entries[current]
+            for part in loc:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                    node = node[part]
+                else:
+                    break
+            else:
+                return current
+            current = self._base(current)
+        return name
 
     # studies -------------------------------------------------------------------------
     @property
@@ -676,11 +686,12 @@ class Experiments:
             messages = []
             for error in exc.errors():
                 key = ".".join(str(part) for part in error["loc"])
-                # A bad value that came from an override is named as such, not as the entry's.
+                # A bad value is named where it was written: an override (the command line, a
+                # study), or the entry in the base chain that sets it.
                 if key in (overrides or {}):
                     prefix = (origins or {}).get(key, "--set ")
                 else:
-                    prefix = f"{self.path}: experiments.{name}."
+                    prefix = f"{self.path}: experiments.{self._written_in(name, tuple(error['loc']))}."
                 messages.append(prefix + _describe(error, "").lstrip("."))
             raise SpecError("\n".join(messages)) from None
 

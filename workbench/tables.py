@@ -155,8 +155,8 @@ def pruning_table(folder: RunFolder) -> Table | Text:
     before = {name: width + first.get("removed", {}).get(name, 0) for name, width in first.get("widths", {}).items()}
     for name, width in last.get("widths", {}).items():
         table.add_row(name, number(before.get(name)), number(width), number(before.get(name, width) - width))
-    table.add_row("parameters", number(first.get("params_before")), number(last.get("params_after")),
-                  number((first.get("params_before") or 0) - (last.get("params_after") or 0)), style="bold")
+    params_before, params_after = first.get("params_before") or 0, last.get("params_after") or 0
+    table.add_row("parameters", f"{params_before:,}", f"{params_after:,}", f"{params_before - params_after:,}", style="bold")
     table.caption = "weight movement is not tracked in pruned runs: their layers change shape"
     return table
 
