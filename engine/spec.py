@@ -415,7 +415,7 @@ def _describe(error: dict[str, Any], prefix: str, model: type[BaseModel] = Exper
         return f"{loc}: required"
     if error["type"] == "model_type":  # pydantic names the class (DataSpec); the user wrote a section
         message = "must be an object of settings"
-    elif error["loc"] and error["loc"][-1] == "seed":
+    elif error["type"] in ("less_than_equal", "greater_than_equal") and error["loc"][-1:] == ("seed",):
         message = f"must be an integer 0..{SEED_MAX} (2^32-1, a seed that torch and numpy both take)"
     return f"{loc}: {message} (got {_shown(error.get('input'))})"
 
