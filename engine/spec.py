@@ -8,10 +8,15 @@ overrides any dotted key with `--set key=value`.
 
 from __future__ import annotations
 
+import codecs
 import copy
+import difflib
 import hashlib
 import json
+import os
 import re
+import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +26,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class SpecError(ValueError):
     """A problem with user input, told in one sentence naming the bad value and what is allowed."""
+
+
+# What a file (or the command line) may ask for. Each limit is far above any run this tool
+# is for and low enough that checking a file stays instant: without them, a typo such as
+# "seeds": 10000000 made `validate` resolve ten million specs (minutes, ~100 GB).
+# Seeds are 0..2^32-1: torch takes up to 2^64-1 but numpy's legacy RNG only 2^32-1, and
+# tools that read JSON numbers as doubles (editors, JavaScript) keep every such seed exact.
+SEED_MAX = 2**32 - 1
+MAX_SEEDS = 1000  # seeds per study (a count, or the length of a list of seeds)
+MAX_ARMS = 16  # arms per study
+MAX_STEPS = 10_000_000  # optimizer steps of one run, and any "every k steps"
+MAX_WIDTH = 1024  # model.width: lenet at 1024 has about 800M parameters already
+MAX_BATCH = 65_536  # data.batch_size
+MAX_MEMBERS = 64  # ensemble members, and runs fused into one
+MAX_LIST = 1000  # partition.layers and other lists of names
+MAX_EXPERIMENTS = 1000  # experiments in one file
+MAX_STUDIES = 100  # studies in one file (each resolves up to MAX_ARMS x MAX_SEEDS specs)
+MAX_BASE_DEPTH = 16  # how many `base` links one experiment may follow
+MAX_FILE_BYTES = 1 << 20  # an experiments file (the shipped one is about 8 KB)
+MAX_NESTING = 32  # levels of [ ] and { } in an experiments file (the shipped one has 4)
 
 
 class _Section(BaseModel):
@@ -39,16 +64,16 @@ class DataSpec(_Section):
     )
     dir: str = Field("data", description="Folder holding torchvision datasets (relative to the working directory).")
     download: bool = Field(False, description="Download a torchvision dataset into `dir` if it is missing.")
-    batch_size: int = Field(64, gt=0, description="Examples per training step.")
+    batch_size: int = Field(64, gt=0, le=MAX_BATCH, description="Examples per training step.")
 
 
 class ModelSpec(_Section):
     name: Literal["lenet", "vgg", "resnet"] = Field("lenet", description="CNN family member.")
     width: int = Field(
-        16, gt=0, description="Channels of the first conv layer (all groups together); later layers scale from it."
+        16, gt=0, le=MAX_WIDTH, description="Channels of the first conv layer (all groups together); later layers scale from it."
     )
     groups: int = Field(
-        1, ge=1, description="Split every conv layer's kernels into this many groups, each its own parameter tensor."
+        1, ge=1, le=MAX_WIDTH, description="Split every conv layer's kernels into this many groups, each its own parameter tensor."
     )
     connectivity: Literal["dense", "grouped"] = Field(
         "dense",
@@ -87,8 +112,8 @@ class OptimizerSpec(_Section):
 
 
 class TrainSpec(_Section):
-    steps: int = Field(1000, ge=0, description="Optimizer steps (0: evaluate only, e.g. an averaged ensemble).")
-    eval_every: int = Field(250, ge=0, description="Evaluate on the held-out split every k steps (0 = only at the end).")
+    steps: int = Field(1000, ge=0, le=MAX_STEPS, description="Optimizer steps (0: evaluate only, e.g. an averaged ensemble).")
+    eval_every: int = Field(250, ge=0, le=MAX_STEPS, description="Evaluate on the held-out split every k steps (0 = only at the end).")
 
 
 Strategy = Literal["first_kernels", "random_kernels", "random_elements", "layers", "groups", "none"]
@@ -102,10 +127,14 @@ class PartitionSpec(_Section):
     )
     fraction: float = Field(0.5, ge=0, le=1, description="Share of each layer that is fixed.")
     include_fc: bool = Field(False, description="Partition FC layers too (false: they are wholly in `subset`).")
-    seed: int = Field(0, description="Seed for the random strategies.")
-    layers: list[str] = Field(default_factory=list, description="Layer names fixed whole by the `layers` strategy.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed for the random strategies.")
+    layers: list[str] = Field(
+        default_factory=list, max_length=MAX_LIST, description="Layer names fixed whole by the `layers` strategy."
+    )
     groups: list[int] = Field(
-        default_factory=list, description="Kernel groups (see model.groups) fixed whole by the `groups` strategy."
+        default_factory=list,
+        max_length=MAX_WIDTH,
+        description="Kernel groups (see model.groups) fixed whole by the `groups` strategy.",
     )
 
     @model_validator(mode="after")
@@ -120,21 +149,23 @@ class PartitionSpec(_Section):
 class SeedingSpec(_Section):
     """Seeded groups: their initial values do not come from the run's `seed`."""
 
-    groups: list[int] = Field(default_factory=list, description="Kernel groups whose initial values are seeded.")
-    seed: int = Field(0, description="Draw the seeded groups' values with this seed (the same for every run seed).")
+    groups: list[int] = Field(
+        default_factory=list, max_length=MAX_WIDTH, description="Kernel groups whose initial values are seeded."
+    )
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Draw the seeded groups' values with this seed (the same for every run seed).")
     run: str | None = Field(None, description="Copy the seeded groups' values from this run's checkpoint instead.")
     checkpoint: str = Field("final", description="Which checkpoint of `run` to copy from (init, final, step_N).")
 
 
 class EnsembleSpec(_Section):
-    members: int = Field(1, ge=1, description="Train this many independent models as one (each with its own loss).")
+    members: int = Field(1, ge=1, le=MAX_MEMBERS, description="Train this many independent models as one (each with its own loss).")
     implementation: Literal["auto", "grouped", "vmap", "sequential"] = Field(
         "auto", description="How the members run: auto picks the fastest measured on the device."
     )
 
 
 class PruneSpec(_Section):
-    every: int = Field(0, ge=0, description="Prune channels every k steps (0 = never).")
+    every: int = Field(0, ge=0, le=MAX_STEPS, description="Prune channels every k steps (0 = never).")
     fraction: float = Field(0.1, gt=0, lt=1, description="Share of each conv layer's channels removed per pruning.")
     criterion: Literal["bn_scale", "channel_norm"] = Field(
         "bn_scale", description="bn_scale: |BatchNorm scale| (network slimming); channel_norm: L2 norm of a kernel."
@@ -150,18 +181,18 @@ class FusionSpec(_Section):
         description="average: the members' averaged logits; head: frozen trunks + one new linear + softmax; "
         "mutant: one wide model computing the members' average at step 0, then trained as one.",
     )
-    runs: list[str] = Field(default_factory=list, description="Run ids of the trained members.")
+    runs: list[str] = Field(default_factory=list, max_length=MAX_MEMBERS, description="Run ids of the trained members.")
     checkpoint: str = Field("final", description="Which checkpoint of each member run to fuse.")
     train_trunks: bool = Field(False, description="head mode: train the members' trunks too (false: frozen).")
     prune: PruneSpec = Field(default_factory=PruneSpec)
 
 
 class TrackSpec(_Section):
-    every: int = Field(10, ge=0, description="Record weight movement every k steps (0 = off).")
+    every: int = Field(10, ge=0, le=MAX_STEPS, description="Record weight movement every k steps (0 = off).")
 
 
 class CheckpointSpec(_Section):
-    every: int = Field(0, ge=0, description="Save a checkpoint every k steps (0 = only init and final).")
+    every: int = Field(0, ge=0, le=MAX_STEPS, description="Save a checkpoint every k steps (0 = only init and final).")
 
 
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
@@ -171,7 +202,7 @@ class ExperimentSpec(_Section):
     """One fully resolved run: every value a run depends on."""
 
     description: str = ""
-    seed: int = Field(0, description="Seeds the initial weights and the data order.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seeds the initial weights and the data order (0..2^32-1).")
     device: str = Field("auto", description="cpu, cuda, cuda:N, mps or auto (first GPU if any, else CPU).")
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -272,13 +303,31 @@ class StudySpec(_Section):
 
     description: str = ""
     arms: list[str | StudyArm] = Field(
-        min_length=2, description="Experiment names (or {name, experiment, set} objects); one is the reference."
+        min_length=2,
+        max_length=MAX_ARMS,
+        description="Experiment names (or {name, experiment, set} objects); one is the reference.",
     )
     reference: str | None = Field(None, description="Label of the reference arm (default: the arm with freeze=false).")
-    seeds: int | list[int] = Field(
-        3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order."
-    )
+    seeds: (
+        typing.Annotated[int, Field(ge=1, le=MAX_SEEDS)]
+        | typing.Annotated[list[typing.Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_SEEDS)]
+    ) = Field(3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to every arm.")
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_bounded(cls, value: Any) -> Any:
+        # Checked before the int | list union so that a bad value gets one sentence, not
+        # one complaint per member of the union.
+        if isinstance(value, list):
+            if not 1 <= len(value) <= MAX_SEEDS:
+                raise ValueError(f"a list of seeds must hold 1..{MAX_SEEDS} seeds, not {len(value)}")
+            bad = [v for v in value if not _is_int(v) or not 0 <= v <= SEED_MAX]
+            if bad:
+                raise ValueError(f"seed {json.dumps(bad[0])}: every seed must be an integer 0..{SEED_MAX} (2^32-1)")
+        elif not _is_int(value) or not 1 <= value <= MAX_SEEDS:
+            raise ValueError(f"must be a count of seeds 1..{MAX_SEEDS} or a list of seeds")
+        return value
 
     def arm_list(self) -> list[StudyArm]:
         return [StudyArm(experiment=arm) if isinstance(arm, str) else arm for arm in self.arms]
@@ -294,8 +343,18 @@ class ExperimentsFile(_Section):
 
     model_config = ConfigDict(extra="forbid", title="workbench experiments")
     schema_: str | None = Field(None, alias="$schema")
-    experiments: dict[str, ExperimentEntry] = Field(default_factory=dict)
-    studies: dict[str, StudySpec] = Field(default_factory=dict)
+    experiments: dict[str, ExperimentEntry] = Field(default_factory=dict, max_length=MAX_EXPERIMENTS)
+    studies: dict[str, StudySpec] = Field(default_factory=dict, max_length=MAX_STUDIES)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_seed_count(count: int, option: str = "--seeds") -> None:
+    """A seed count from the command line, bounded like a study's `seeds`."""
+    if not 1 <= count <= MAX_SEEDS:
+        raise SpecError(f"{option} {count}: must be 1..{MAX_SEEDS} (seeds 0..K-1)")
 
 
 def json_schema() -> dict[str, Any]:
@@ -307,18 +366,63 @@ def json_schema() -> dict[str, Any]:
 # only overrides the keys it names) and validates the merged result once.
 
 
-def _describe(error: dict[str, Any], prefix: str) -> str:
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as JSON, cut short: an error names the value without printing a megabyte of it."""
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _suggest(word: str, choices: list[str], listing: str = "allowed") -> str:
+    """`; did you mean 'lr'?` when one choice is close to `word`, else `; allowed: a, b` (or nothing)."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; {listing}: {', '.join(choices)}" if choices else ""
+
+
+def _inner_type(annotation: Any, part: Any) -> Any:
+    """The type at `part` of a validation error's location inside `annotation` (None: unknown)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields
+        return next((f.annotation for name, f in fields.items() if part in (name, f.alias)), None)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _inner_type(args[0], part)
+    if origin is dict:
+        return args[1]
+    if origin is list:
+        return args[0]
+    # A union: pydantic's location names the member tried (`StudyArm`).
+    return next((member for member in args if getattr(member, "__name__", None) == part), None)
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed beside the unknown key at `loc` (empty when that place has no model)."""
+    node: Any = model
+    for part in loc[:-1]:
+        node = _inner_type(node, part)
+    if not (isinstance(node, type) and issubclass(node, BaseModel)):
+        return []
+    return [field.alias or name for name, field in node.model_fields.items()]
+
+
+def _describe(error: dict[str, Any], prefix: str, model: type[BaseModel] = ExperimentSpec) -> str:
     loc = ".".join(str(part) for part in (prefix, *error["loc"]) if part != "")
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
+        return f"{loc}: unknown key{_suggest(str(error['loc'][-1]), _allowed_keys(model, error['loc']))}"
     if error["type"] == "missing":
         return f"{loc}: required"
-    return f"{loc}: {message} (got {json.dumps(error.get('input'), default=str)})"
+    if error["type"] == "model_type":  # pydantic names the class (DataSpec); the user wrote a section
+        message = "must be an object of settings"
+    elif error["type"] in ("less_than_equal", "greater_than_equal") and error["loc"][-1:] == ("seed",):
+        message = f"must be an integer 0..{SEED_MAX} (2^32-1, a seed that torch and numpy both take)"
+    return f"{loc}: {message} (got {_shown(error.get('input'))})"
 
 
-def validation_messages(exc: ValidationError, prefix: str = "") -> list[str]:
-    return [_describe(error, prefix) for error in exc.errors()]
+def validation_messages(exc: ValidationError, prefix: str = "", model: type[BaseModel] = ExperimentSpec) -> list[str]:
+    """One line per error; `model` is what was validated (it knows the keys a typo was meant as)."""
+    return [_describe(error, prefix, model) for error in exc.errors()]
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +435,91 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _nesting(value: Any) -> int:
+    """Levels of lists and objects in parsed JSON (iterative: any depth is measured safely)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _text_nesting(text: str) -> int:
+    """Levels of [ ] and { } in JSON text that the parser could not nest (strings skipped)."""
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text)
+    depth = deepest = 0
+    for char in bare:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _refuse_constant(name: str) -> Any:
+    raise SpecError(f"{name} is not a number JSON allows; write a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise SpecError(f"{text} is too large for a floating-point number")
+    return value
+
+
+def read_experiments_json(path: Path) -> dict[str, Any]:
+    """The JSON object of an experiments file, or a SpecError naming what is wrong with the
+    file: missing, too big, not UTF-8, not JSON, nested too deep, too many entries."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # never read a huge file whole just to refuse it
+            size = os.fstat(file.fileno()).st_size
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such experiments file; pass --experiments PATH") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not an experiments file; pass --experiments PATH") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read it ({exc.strerror})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError(
+            f"{path}: {max(size, len(data)):,} bytes; an experiments file may be at most {MAX_FILE_BYTES:,} bytes (1 MiB)"
+        )
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # UTF-32 LE starts the same way
+        raise SpecError(f"{path}: is UTF-16 or UTF-32 text; save it as UTF-8")
+    if b"\x00" in data:
+        raise SpecError(f"{path}: holds a NUL byte at offset {data.index(0):,}; an experiments file is UTF-8 JSON text")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start:,}); save it as UTF-8"
+        ) from None
+    try:
+        raw = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raw = None  # nested too deep for the parser: measured and told below
+    except SpecError as exc:
+        raise SpecError(f"{path}: {exc}") from None
+    except ValueError:  # the only other one: an integer longer than Python converts
+        raise SpecError(
+            f"{path}: holds an integer of more than {sys.get_int_max_str_digits():,} digits; no setting takes one"
+        ) from None
+    depth = _text_nesting(text) if raw is None else _nesting(raw)
+    if depth > MAX_NESTING:
+        raise SpecError(f"{path}: nested {depth:,} levels deep; at most {MAX_NESTING} levels of [ ] and {{ }} are allowed")
+    if not isinstance(raw, dict) or not isinstance(raw.get("experiments", {}), dict):
+        raise SpecError(f'{path}: must be a JSON object like {{"experiments": {{"name": {{...}}}}}}')
+    for key, limit in (("experiments", MAX_EXPERIMENTS), ("studies", MAX_STUDIES)):
+        if isinstance(raw.get(key), dict) and len(raw[key]) > limit:
+            raise SpecError(f"{path}: {len(raw[key]):,} {key}; a file may hold at most {limit:,}")
+    return raw
+
+
 class Experiments:
     """The experiments of one experiments.json, resolved through their `base` chains."""
 
@@ -341,43 +530,60 @@ class Experiments:
 
     @classmethod
     def load(cls, path: str | Path) -> Experiments:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise SpecError(f"{path}: no such experiments file; pass --experiments PATH") from None
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-        if not isinstance(raw, dict) or not isinstance(raw.get("experiments", {}), dict):
-            raise SpecError(f'{path}: must be a JSON object like {{"experiments": {{"name": {{...}}}}}}')
-        return cls(raw, str(path))
+        return cls(read_experiments_json(Path(path)), str(path))
 
     @property
     def names(self) -> list[str]:
         return list(self.entries)
 
     def errors(self) -> list[str]:
-        """Every problem in the file, each with its location; empty when the file is valid."""
+        """Every problem in the file, each once, with its location; empty when the file is valid."""
         problems: list[str] = []
         try:
             ExperimentsFile.model_validate(self.raw)
         except ValidationError as exc:
-            # Shape errors of single entries are reported below on the resolved spec, with
-            # inheritance applied; here only keep the ones about the file's own layout.
-            problems += [m for m in validation_messages(exc) if not m.startswith("experiments.")]
+            # Entries and studies are reported below, entries with inheritance applied; here
+            # only keep the errors about the file's own layout.
+            messages = validation_messages(exc, model=ExperimentsFile)
+            problems += [m for m in messages if not m.startswith(("experiments.", "studies."))]
+        # resolve() names each error where it is written, so an error in `baseline` reads the
+        # same from every experiment and study that inherits it, and is kept once.
         for name in self.entries:
             try:
                 self.resolve(name)
             except SpecError as exc:
-                problems += str(exc).split("\n")
+                problems += [p for p in str(exc).split("\n") if p not in problems]
         for name in self.studies:
             try:
                 self.study(name)
             except SpecError as exc:
                 problems += [p for p in str(exc).split("\n") if p not in problems]
         return problems
+
+    def _base(self, name: str) -> str | None:
+        entry = self.entries.get(name)
+        base = entry.get("base") if isinstance(entry, dict) else None
+        return base if isinstance(base, str) else None
+
+    def _written_in(self, name: str, loc: tuple[Any, ...]) -> str:
+        """The experiment of `name`'s base chain whose entry sets the value at `loc`: the nearest
+        (its value is the one in effect), else `name` itself (a default, or a cross-key rule)."""
+        current: str | None = name
+        seen: set[str] = set()
+        while current is not None and current in self.entries and current not in seen:
+            seen.add(current)
+            node: Any = self.entries[current]
+            for part in loc:
+                if isinstance(node, dict) and part in node:
+                    node = node[part]
+                elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                    node = node[part]
+                else:
+                    break
+            else:
+                return current
+            current = self._base(current)
+        return name
 
     # studies -------------------------------------------------------------------------
     @property
@@ -389,34 +595,41 @@ class Experiments:
         """Every arm x seed of study `name` as full specs; `seeds` (a count) and `overrides`
         come from the command line and win over the file."""
         if name not in self.studies:
-            raise SpecError(f"unknown study {name!r}; {self.path} has: {', '.join(self.studies) or 'none'}")
+            raise SpecError(f"no study {name!r} in {self.path}{_suggest(name, list(self.studies), 'it has')}")
         where = f"{self.path}: studies.{name}"
         try:
             study = StudySpec.model_validate(self.studies[name])
         except ValidationError as exc:
-            raise SpecError("\n".join(validation_messages(exc, where))) from None
+            raise SpecError("\n".join(validation_messages(exc, where, StudySpec))) from None
         arms = study.arm_list()
         labels = [arm.label for arm in arms]
         if len(set(labels)) != len(labels):
             raise SpecError(f"{where}.arms: two arms share a label; give them distinct `name`s (got {labels})")
         for key in [*study.set, *(k for arm in arms for k in arm.set)]:
             if key not in settable_keys():
-                raise SpecError(f"{where}: set {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
-        if seeds is not None and seeds < 1:
-            raise SpecError(f"--seeds {seeds}: must be at least 1")
+                raise SpecError(f"{where}: set {key!r}: unknown key{_suggest(key, settable_keys())}")
+        if seeds is not None:
+            check_seed_count(seeds)
         seed_list = study.seed_list(seeds)
-        if not seed_list:
-            raise SpecError(f"{where}.seeds: needs at least one seed")
         specs: dict[str, dict[int, ExperimentSpec]] = {}
-        for arm in arms:
+        for index, arm in enumerate(arms):
             if arm.experiment not in self.entries:
                 raise SpecError(
-                    f"{where}.arms: unknown experiment {arm.experiment!r}; known: {', '.join(self.entries)}"
+                    f"{where}.arms: unknown experiment {arm.experiment!r}{_suggest(arm.experiment, self.names, 'known')}"
                 )
-            specs[arm.label] = {
-                seed: self.resolve(arm.experiment, {**study.set, **arm.set, **(overrides or {}), "seed": seed})
-                for seed in seed_list
+            # Each override is blamed on where it was written: the study, the arm, the command line.
+            origins = {
+                **{key: f"{where}.set." for key in study.set},
+                **{key: f"{where}.arms.{index}.set." for key in arm.set},
+                **{key: "--set " for key in overrides or {}},
             }
+            first = self.resolve(
+                arm.experiment, {**study.set, **arm.set, **(overrides or {}), "seed": seed_list[0]}, origins=origins
+            )
+            # The seeds of an arm differ only in `seed` (checked by StudySpec or check_seed_count),
+            # so the other seeds copy the first one's spec instead of validating it again: a
+            # 1,000-seed study stays instant. Specs are never changed in place (model_copy(update=)).
+            specs[arm.label] = {seed: first.model_copy(update={"seed": seed}) for seed in seed_list}
         reference = study.reference
         if reference is None:
             unfrozen = [label for label in labels if not specs[label][seed_list[0]].freeze]
@@ -435,23 +648,35 @@ class Experiments:
         if name not in self.entries:
             if seen:
                 raise SpecError(
-                    f"{self.path}: experiments.{seen[-1]}.base: unknown experiment {name!r}; "
-                    f"known: {', '.join(self.entries)}"
+                    f"{self.path}: experiments.{seen[-1]}.base: unknown experiment {name!r}"
+                    f"{_suggest(name, self.names, 'known')}"
                 )
-            raise SpecError(f"unknown experiment {name!r}; {self.path} has: {', '.join(self.entries) or 'none'}")
+            raise SpecError(f"no experiment {name!r} in {self.path}{_suggest(name, self.names, 'it has')}")
         if name in seen:
             raise SpecError(f"{self.path}: experiments.{name}.base: inheritance cycle {' -> '.join((*seen, name))}")
+        if len(seen) > MAX_BASE_DEPTH:
+            raise SpecError(
+                f"{self.path}: experiments.{seen[-1]}.base: more than {MAX_BASE_DEPTH} bases in a row; "
+                f"an experiment may inherit through at most {MAX_BASE_DEPTH}"
+            )
         entry = self.entries[name]
         if not isinstance(entry, dict):
-            raise SpecError(f"{self.path}: experiments.{name}: must be an object, got {json.dumps(entry)}")
+            raise SpecError(f"{self.path}: experiments.{name}: must be an object, got {_shown(entry)}")
         base = entry.get("base")
+        if base is not None and not isinstance(base, str):
+            raise SpecError(
+                f"{self.path}: experiments.{name}.base: must be the name of an experiment (a string), got {_shown(base)}"
+            )
         own = {k: v for k, v in entry.items() if k != "base"}
         if base is None:
             return own
         return _deep_merge(self._merged(base, (*seen, name)), own)
 
-    def resolve(self, name: str, overrides: dict[str, Any] | None = None) -> ExperimentSpec:
-        """The full spec of `name`, with inheritance and `--set` overrides applied."""
+    def resolve(
+        self, name: str, overrides: dict[str, Any] | None = None, *, origins: dict[str, str] | None = None
+    ) -> ExperimentSpec:
+        """The full spec of `name`, with inheritance and `--set` overrides applied; `origins`
+        tells where an override was written (key -> location prefix, default "--set ")."""
         merged = self._merged(name)
         for key, value in (overrides or {}).items():
             merged = apply_override(merged, key, value)
@@ -461,8 +686,12 @@ class Experiments:
             messages = []
             for error in exc.errors():
                 key = ".".join(str(part) for part in error["loc"])
-                # A bad value that came from the command line is named as such, not as the file's.
-                prefix = "--set " if key in (overrides or {}) else f"{self.path}: experiments.{name}."
+                # A bad value is named where it was written: an override (the command line, a
+                # study), or the entry in the base chain that sets it.
+                if key in (overrides or {}):
+                    prefix = (origins or {}).get(key, "--set ")
+                else:
+                    prefix = f"{self.path}: experiments.{self._written_in(name, tuple(error['loc']))}."
                 messages.append(prefix + _describe(error, "").lstrip("."))
             raise SpecError("\n".join(messages)) from None
 
@@ -501,10 +730,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise SpecError(f"--set {text!r}: expected key=value, e.g. --set optimizer.lr=0.1")
     if key not in settable_keys():
-        raise SpecError(f"--set {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
+        raise SpecError(f"--set {key!r}: unknown key{_suggest(key, settable_keys())}")
     try:
         return key, json.loads(value)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON (or an integer too long to convert): the text itself
         return key, value
 
 
@@ -514,5 +743,9 @@ def apply_override(spec: dict[str, Any], key: str, value: Any) -> dict[str, Any]
     node = merged
     for part in parents:
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            # The section itself is not an object (`"data": "x"`): no override can mend that,
+            # and validating the spec names the section where it is written.
+            return merged
     node[leaf] = value
     return merged

@@ -92,7 +92,7 @@ def test_digest_ignores_description_but_not_freeze():
 def test_unknown_experiment_lists_the_known_ones(tmp_path):
     path = tmp_path / "e.json"
     path.write_text(json.dumps({"experiments": {"one": {}, "two": {}}}))
-    with pytest.raises(SpecError, match="unknown experiment 'three'.*one, two"):
+    with pytest.raises(SpecError, match="no experiment 'three' in .*e.json; it has: one, two"):
         Experiments.load(path).resolve("three")
 
 

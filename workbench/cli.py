@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from engine.run_folder import RunFolder
-from engine.spec import Experiments, SpecError, json_schema, parse_override
-from workbench import tables
+from engine.spec import Experiments, SpecError, check_seed_count, json_schema, parse_override
+from workbench import study_memory, tables
 from workbench.store import Store
 
 DEFAULT_EXPERIMENTS = "experiments.json"
@@ -61,9 +61,23 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"workbench {version('workbench')}")
+        except PackageNotFoundError:  # imported from a checkout that was never installed
+            typer.echo("workbench (version unknown: not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False,
+    _version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     global _debug
     _debug = debug
@@ -240,6 +254,8 @@ def submit(
 
     if seed is not None and seeds is not None:
         raise SpecError("--seed and --seeds: give one (a single seed, or a count of seeds 0..K-1)")
+    if seeds is not None:
+        check_seed_count(seeds)
     catalog = Experiments.load(experiments)
     name = _default_experiment(catalog, experiment, experiments)
     overrides = _resolve_overrides(set_, device, seed)
@@ -396,6 +412,7 @@ def study(
 
     resolved = _resolve_study(experiments, name, seeds, set_)
     found = gather(resolved, logs_dir, launch=True, max_per_device=max_per_device)
+    study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
     stderr.print(
         f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds; "
         f"re-using {len(found.reused)} runs, submitted {len(found.submitted)}",
@@ -433,11 +450,13 @@ def report(
     from workbench.study import check_completed, gather
     from workbench.verdict import study_verdict
 
+    seeds, set_ = study_memory.report_options(logs_dir, name, seeds, set_, lambda line: typer.echo(line, err=True))
     resolved = _resolve_study(experiments, name, seeds, set_)
     found = gather(resolved, logs_dir, launch=False)
     if found.missing:
         missing = ", ".join(f"{arm} seed {seed}" for arm, seed in found.missing)
-        raise SpecError(f"study {name!r} has no runs yet for {missing}; run `workbench study {name}` first")
+        hint = study_memory.missing_hint(logs_dir, name, seeds, set_)
+        raise SpecError(f"study {name!r} has no runs yet for {missing}; {hint}")
     check_completed(resolved, found.records())
     verdict = study_verdict(name, found.runs, resolved.reference)
     path = write_report(verdict, found.runs, output or logs_dir / "reports" / name)

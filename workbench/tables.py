@@ -131,7 +131,34 @@ def run_detail(summary: dict[str, Any], folder: RunFolder) -> Group:
         headline.append(f"  {summary['params']:,} params")
     if final.get("member_acc"):  # an ensemble: what each member scores alone, next to the average's eval_acc
         headline.append("\nmember eval_acc " + " ".join(number(acc) for acc in final["member_acc"]), style="dim")
-    return Group(headline, movement_table(summary.get("movement", {})), Text(f"folder: {folder.path}", style="dim"))
+    # A pruned model's layers change shape, so its run tracks no movement (summary movement
+    # None): what it shows instead is how its channels went.
+    body = movement_table(summary["movement"]) if summary.get("movement") else pruning_table(folder)
+    return Group(headline, body, Text(f"folder: {folder.path}", style="dim"))
+
+
+def pruning_table(folder: RunFolder) -> Table | Text:
+    """Channels of each pruned layer before the first pruning and after the last, from the
+    run's `prune` events; a one-line note for a run with neither movement nor pruning."""
+    from engine.events import run_events
+
+    prunes = run_events(folder.events_path, "prune") if folder.events_path.exists() else []
+    if not prunes:
+        return Text("no weight movement recorded (track.every is 0, or the run ended before the first record)", style="dim")
+    first, last = prunes[0], prunes[-1]
+    table = Table(
+        title=f"channel pruning: {len(prunes)} prunings, steps {first.get('step')}-{last.get('step')}",
+        header_style="bold",
+    )
+    for column in ("layer", "channels before", "after", "removed"):
+        table.add_column(column, justify="left" if column == "layer" else "right")
+    before = {name: width + first.get("removed", {}).get(name, 0) for name, width in first.get("widths", {}).items()}
+    for name, width in last.get("widths", {}).items():
+        table.add_row(name, number(before.get(name)), number(width), number(before.get(name, width) - width))
+    params_before, params_after = first.get("params_before") or 0, last.get("params_after") or 0
+    table.add_row("parameters", f"{params_before:,}", f"{params_after:,}", f"{params_before - params_after:,}", style="bold")
+    table.caption = "weight movement is not tracked in pruned runs: their layers change shape"
+    return table
 
 
 def _longest(names) -> int:
