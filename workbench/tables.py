@@ -95,7 +95,7 @@ def runs_view(records: list[dict[str, Any]]) -> Group:
 def record_header(record: dict[str, Any], spec: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # a long folder path or error in full, folded, never cut
     partition = _section(spec, "partition")
     rows = [
         ("run", record["run_id"]),
