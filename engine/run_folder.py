@@ -156,6 +156,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
         return None
     except IsADirectoryError:
         raise CorruptFile(path, "is a directory, not a file") from None
+    except OSError as exc:  # e.g. no read permission: the run cannot be read either way
+        raise CorruptFile(path, f"cannot be read ({(exc.strerror or str(exc)).lower()})") from None
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

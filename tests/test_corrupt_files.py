@@ -71,6 +71,7 @@ DAMAGE = {
     "spec-binary": ("spec.json", lambda p: p.write_bytes(bytes(range(256))), "spec.json is not UTF-8 text"),
     "spec-list": ("spec.json", lambda p: p.write_text('["lenet"]'), "spec.json is not a JSON object (it holds a list)"),
     "spec-number": ("spec.json", lambda p: p.write_text("3"), "spec.json is not a JSON object (it holds a number)"),
+    "spec-directory": ("spec.json", lambda p: (p.unlink(missing_ok=True), p.mkdir()), "spec.json is a directory, not a file"),
 }
 
 
@@ -203,6 +204,16 @@ def test_a_store_rebuilt_over_damaged_folders_indexes_every_run(damaged, tmp_pat
     records = {r["run_id"]: r for r in Store(logs).all()}
     assert len(records) == 1 + len(DAMAGE)
     assert sum(r["status"] == "corrupt" for r in records.values()) == sum(reason is not None for _, _, reason in DAMAGE.values())
+
+
+@pytest.mark.parametrize("beat", [b"\xff\xfe", b"[1, 2]", b"null"])
+def test_a_live_runs_damaged_heartbeat_reads_as_no_heartbeat(beat, trained, tmp_path):
+    folder = copy_run(trained, tmp_path, "live0000")
+    lines = (folder / "events.jsonl").read_bytes().splitlines(keepends=True)
+    (folder / "events.jsonl").write_bytes(b"".join(lines[:-1]))  # no end event: still running
+    (folder / "heartbeat.json").write_bytes(beat)
+    record = record_from_folder(folder)
+    assert record["status"] in ("running", "lost") and record["heartbeat"] is None
 
 
 def test_the_tui_filters_by_corrupt():
