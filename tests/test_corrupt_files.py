@@ -280,3 +280,21 @@ def test_bad_events_lines_do_not_change_a_studys_verdict(study_runs, cli, tmp_pa
     assert json.loads(after.stdout) == json.loads(before.stdout)
     assert_clean_exit(cli("report", *STUDY, *where, "-o", tmp_path / "report"), 0)
     assert RunFolder(logs / study_runs["runs"]["baseline"].name).summary()["status"] == "completed"
+
+
+def test_the_verdict_and_report_refuse_a_corrupt_run_naming_its_file(study_runs, tmp_path):
+    """What the TUI's Studies screen calls directly, without the CLI's check of run statuses."""
+    from engine.spec import SpecError
+    from workbench.report import write_report
+    from workbench.verdict import study_verdict
+
+    logs = copy_logs(study_runs["logs"], tmp_path / "logs")
+    runs = {arm: {0: logs / folder.name} for arm, folder in study_runs["runs"].items()}
+    verdict = study_verdict("s", runs, "baseline")  # intact: a verdict
+    summary = runs["half-fixed"][0] / "summary.json"
+    summary.write_text("[]")
+    with pytest.raises(SpecError, match=f"{summary} is not a JSON object"):
+        study_verdict("s", runs, "baseline")
+    with pytest.raises(SpecError, match=f"{summary} is not a JSON object"):
+        write_report(verdict, runs, tmp_path / "report")
+    assert not (tmp_path / "report").exists()

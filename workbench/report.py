@@ -32,8 +32,8 @@ REPORT_FILE = "README.md"
 def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_dir: Path) -> Path:
     """Write README.md and the PNG plots of `verdict` into `out_dir`; returns the markdown path."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     loaded = {arm: {int(seed): read_run(path) for seed, path in sorted(by_seed.items())} for arm, by_seed in runs.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)  # after reading: a corrupt run leaves no empty report folder
     subsets = list(verdict["subsets"]) or sorted({s for by_seed in loaded.values() for run in by_seed.values() for s in run.subsets})
     metrics = verdict.get("metrics") or ["dist", "speed"]
     images = {
