@@ -8,6 +8,7 @@ that does not fit fails here, as a SpecError naming it.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,37 @@ def construct(
         _seed_groups(model, spec, input_shape, num_classes, runs_dir)
         notes["seeded_groups"] = spec.seeding.groups
     return Construction(model, spec, notes)
+
+
+TRAINING_COPIES = 6  # weights, gradients, two optimizer moments, the tracker's initial copy, a checkpoint in flight
+
+
+def check_fits(spec: ExperimentSpec, input_shape: tuple[int, int, int], num_classes: int, device: torch.device) -> None:
+    """Refuse a model too large to train on `device` before allocating it: the model is
+    built on the meta device (no memory) and its float32 training footprint compared with
+    the device's memory. (An absurd width would otherwise end in an allocator error, or
+    in the OOM killer halfway through a run.)"""
+    from engine.models import param_count
+
+    with torch.device("meta"):
+        params = param_count(build_model(spec.model, input_shape, num_classes))
+    copies = max(spec.ensemble.members, len(spec.fusion.runs) or 1)
+    need = params * copies * 4 * TRAINING_COPIES
+    have = _device_memory(device)
+    if have and need > have:
+        raise SpecError(
+            f"model.width {spec.model.width} makes a {spec.model.name} of {params * copies:,} parameters, which needs "
+            f"about {need / 2**30:,.1f} GiB to train; {device} has {have / 2**30:,.1f} GiB. Lower model.width"
+        )
+
+
+def _device_memory(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None  # not knowable here (not POSIX): no check
 
 
 def _seed_groups(

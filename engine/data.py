@@ -16,6 +16,7 @@ import gzip
 import importlib.resources
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -146,44 +147,106 @@ def _digits() -> _Raw:
 # torchvision datasets, with train=True/False (SVHN: split="train"/"test") as train/held out.
 
 
+# CIFAR files are Python pickles, and unpickling a file runs whatever code it names; SVHN
+# files are MATLAB files parsed by scipy. So before torchvision opens one, its md5 must be
+# the one torchvision publishes for it. MNIST and Fashion-MNIST need no md5: torchvision
+# parses their raw idx files as plain bytes (a header and a uint8 array, read with
+# torch.frombuffer), so a bad file gives wrong pixels or a parse error, never code; the
+# legacy processed/*.pt files it also reads go through torch.load(weights_only=True).
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+
+
+@functools.cache
+def published_md5() -> dict[str, dict[str, str]]:
+    """{dataset: {path under data.dir: md5}} for every file torchvision unpickles or parses.
+
+    Built from torchvision's own class attributes, so it follows torchvision; the one place
+    the expected hashes live (tests patch it to the md5 of the small files they write).
+    """
+    from torchvision import datasets
+
+    def cifar(cls: type) -> dict[str, str]:
+        files = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
+        return {f"{cls.base_folder}/{name}": md5 for name, md5 in files}
+
+    svhn = {filename: md5 for _, filename, md5 in (datasets.SVHN.split_list[split] for split in ("train", "test"))}
+    return {"cifar10": cifar(datasets.CIFAR10), "cifar100": cifar(datasets.CIFAR100), "svhn": svhn}
+
+
+# md5 digests already computed in this process, by (path, device, inode, size, mtime, ctime):
+# any rewrite or replacement of the file changes the key (ctime even when mtime is set
+# back), so a stale entry never matches. Kept in memory only: a cache on disk could be
+# written by whoever wrote the data files.
+_md5_seen: dict[tuple, str] = {}
+
+
+def _md5(path: Path) -> str:
+    from torchvision.datasets.utils import calculate_md5
+
+    # The key comes from before hashing: a file changed while being hashed has a new ctime,
+    # so its (possibly mixed) digest is never looked up again.
+    st = os.stat(path)
+    key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _md5_seen:
+        _md5_seen[key] = calculate_md5(path)
+    return _md5_seen[key]
+
+
+def _is_published(name: str, root: str | Path, relative: str) -> bool:
+    """Whether the file is there and has the md5 torchvision publishes for it."""
+    path = Path(root) / relative
+    return path.is_file() and _md5(path) == published_md5()[name][relative]
+
+
+def _refuse_unpublished(name: str, root: str | Path) -> None:
+    """SpecError naming the first file of `name` in `root` whose md5 is not the published one.
+
+    Missing files are left to torchvision ("not found"). A mismatched file is refused even
+    with data.download=true: torchvision would overwrite it, and it may be someone's own.
+    """
+    for relative in published_md5().get(name, {}):
+        path = Path(root) / relative
+        if path.is_file() and not _is_published(name, root, relative):
+            raise SpecError(
+                f"{path} does not match the md5 torchvision publishes for {_TITLES[name]}'s {Path(relative).name}; "
+                f"it was not loaded (replace it with a clean copy, or delete it and set data.download=true)"
+            )
+
+
 @functools.cache
 def _torchvision_classes() -> dict[str, type]:
     """torchvision's dataset classes by spec name; torchvision is imported on first use only."""
     from torchvision import datasets
 
-    # torchvision's CIFAR and SVHN md5-hash every file on every load: seconds for the real
-    # 170 MB of CIFAR, on every run. torchvision already checked the md5 when it downloaded
-    # the files (download() still goes through its own md5-checked path), so on load
-    # these subclasses only check that the files are there.
-    def cifar_files_exist(self) -> bool:
-        names = [name for name, _ in self.train_list + self.test_list]
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, name)) for name in names)
+    # torchvision's own checks hash every file on every load; these hash each file once
+    # per process (_md5) against the one table above.
+    def cifar(base: type, name: str) -> type:
+        class Verified(base):
+            def _check_integrity(self) -> bool:
+                return all(_is_published(name, self.root, relative) for relative in published_md5()[name])
 
-    class CIFAR10(datasets.CIFAR10):
-        _check_integrity = cifar_files_exist
-        # _load_meta checks the metadata file's md5 separately; md5=None means "exists".
-        meta = {**datasets.CIFAR10.meta, "md5": None}
+            # _load_meta would hash the metadata file again; _check_integrity covered it,
+            # before anything was unpickled. md5=None means "exists".
+            meta = {**base.meta, "md5": None}
 
-    class CIFAR100(datasets.CIFAR100):
-        _check_integrity = cifar_files_exist
-        meta = {**datasets.CIFAR100.meta, "md5": None}
+        return Verified
 
     class SVHN(datasets.SVHN):
         def _check_integrity(self) -> bool:
-            return os.path.isfile(os.path.join(self.root, self.filename))
+            return _is_published("svhn", self.root, self.filename)
 
-    # MNIST and FashionMNIST already only check that their files exist.
     return {
         "mnist": datasets.MNIST,
         "fashion_mnist": datasets.FashionMNIST,
-        "cifar10": CIFAR10,
-        "cifar100": CIFAR100,
+        "cifar10": cifar(datasets.CIFAR10, "cifar10"),
+        "cifar100": cifar(datasets.CIFAR100, "cifar100"),
         "svhn": SVHN,
     }
 
 
 def _torchvision(spec: DataSpec) -> _Raw:
     cls = _torchvision_classes()[spec.name]
+    _refuse_unpublished(spec.name, spec.dir)  # before torchvision unpickles or parses anything
 
     def split(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if spec.name == "svhn":

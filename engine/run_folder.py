@@ -257,7 +257,34 @@ class RunFolder:
         atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
     def load_tensors(self, path: Path) -> Any:
+        """A checkpoint, masks or training state: tensors and plain containers only.
+
+        weights_only: a checkpoint may come from someone else, and unpickling runs code. A
+        file torch refuses is a SpecError naming it: torch's own text advises
+        weights_only=False, which is exactly the unsafe way to open it.
+        """
+        import pickle
+
         import torch
 
-        # weights_only: a checkpoint may come from someone else; unpickling runs code.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except OSError:
+            raise  # not readable at all (missing, permissions, the disk): not about its contents
+        except Exception as exc:
+            # weights_only refusals are UnpicklingErrors; torch's zip reader and unpickler raise
+            # RuntimeError, EOFError, KeyError... for files cut short or of another format.
+            if isinstance(exc, pickle.UnpicklingError) and _written_like_torch(path):
+                what = (
+                    "is not a plain tensor checkpoint (it holds Python objects other than tensors and "
+                    "plain containers, and unpickling those could run code)"
+                )
+            else:
+                what = "is not a torch checkpoint (truncated, or not written by torch.save)"
+            raise SpecError(f"{path} {what}; it was not loaded") from None
+
+
+def _written_like_torch(path: Path) -> bool:
+    """torch.save writes a zip archive, torch before 1.6 a bare pickle (starting with PROTO, 0x80)."""
+    with open(path, "rb") as f:
+        return f.read(4).startswith((b"PK\x03\x04", b"\x80"))

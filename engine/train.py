@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.construction import construct
+from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
 from engine.ensemble import ensemble_logits, ensemble_loss
@@ -61,6 +61,12 @@ def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
     # The spec records the device the run really used ("auto" becomes "cpu" or "cuda:0").
     spec = spec.model_copy(update={"device": str(device)})
     data = load_data(spec.data, device)
+    return assemble(spec, data, device, runs_dir)
+
+
+def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_dir: Path | None) -> Prepared:
+    """The model and partition of `spec` over `data`, with the checks that need them built."""
+    check_fits(spec, data.input_shape, data.num_classes, device)
     built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
     model, spec = built.model, built.spec
     layers = model_layers(model)
@@ -172,7 +178,12 @@ def train(
     state = load_train_state(folder) if resume else None
     if not resume:
         folder.write_spec(spec.model_dump(mode="json"))
+    # The run folder contract promises masks.pt and init.pt. A run killed before it wrote
+    # them (while queued, preparing, or mid-write) writes them when resumed: both are
+    # functions of the spec, and the prepared model still holds the initial weights here.
+    if not resume or not folder.masks_path.exists():
         folder.save_tensors(folder.masks_path, prep.masks)
+    if not resume or not folder.checkpoint_path("init").exists():
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
 
     freezer = Freezer(model, prep.layers, prep.masks["fixed"]) if spec.freeze else None

@@ -3,8 +3,11 @@ small copies written in that dataset's real on-disk format."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 import socket
+import subprocess
 import struct
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.data import _STATS, DeviceData, _mnist5k_arrays, _stratified_split, load_data
+from engine.data import _STATS, DeviceData, _mnist5k_arrays, _stratified_split, load_data, published_md5
 from engine.spec import DataSpec, SpecError
 
 N_TRAIN, N_TEST = 20, 10
@@ -27,6 +30,22 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture
+def publish(monkeypatch):
+    """`publish(name, root)`: the files a test wrote under `root` become the ones whose md5 the
+    loader expects (the md5 table patched to theirs), as if torchvision had published them.
+    The check itself stays on: a file changed after publishing no longer matches."""
+
+    def publish(name: str, root: Path) -> None:
+        table = published_md5().get(name, {})  # MNIST and Fashion-MNIST have none
+        for relative in list(table):
+            path = Path(root) / relative
+            if path.is_file():
+                monkeypatch.setitem(table, relative, hashlib.md5(path.read_bytes()).hexdigest())
+
+    return publish
 
 
 def unnormalise(x: torch.Tensor, name: str, max_value: float = 255.0) -> np.ndarray:
@@ -235,8 +254,9 @@ def test_digits_shapes_classes_and_values():
 
 
 @pytest.mark.parametrize("name", list(WRITERS))
-def test_torchvision_dataset_round_trips(name, tmp_path, no_network):
+def test_torchvision_dataset_round_trips(name, tmp_path, no_network, publish):
     train_x, train_y, test_x, test_y = WRITERS[name](tmp_path)
+    publish(name, tmp_path)
     data = load_data(DataSpec(name=name, dir=str(tmp_path)), "cpu")
 
     assert data.name == name and data.input_shape == SHAPES[name]
@@ -249,15 +269,17 @@ def test_torchvision_dataset_round_trips(name, tmp_path, no_network):
     assert (unnormalise(data.test_x, name) == test_x).all()
 
 
-def test_svhn_label_10_is_digit_0(tmp_path):
+def test_svhn_label_10_is_digit_0(tmp_path, publish):
     _, train_y, _, _ = write_svhn(tmp_path)
+    publish("svhn", tmp_path)
     data = load_data(DataSpec(name="svhn", dir=str(tmp_path)), "cpu")
     assert 0 in data.train_y.tolist() and 10 not in data.train_y.tolist()
     assert data.train_y.tolist() == train_y.tolist()
 
 
-def test_cifar_normalises_per_channel(tmp_path):
+def test_cifar_normalises_per_channel(tmp_path, publish):
     train_x, _, _, _ = write_cifar10(tmp_path)
+    publish("cifar10", tmp_path)
     data = load_data(DataSpec(name="cifar10", dir=str(tmp_path)), "cpu")
     # The published CIFAR-10 constants, written out here so a swapped channel is caught.
     mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
@@ -282,14 +304,15 @@ def test_missing_dataset_is_a_one_sentence_spec_error(name, tmp_path, no_network
     assert list(folder.iterdir()) == []  # nothing downloaded or created
 
 
-def test_incomplete_dataset_is_a_spec_error(tmp_path, no_network):
+def test_incomplete_dataset_is_a_spec_error(tmp_path, no_network, publish):
     write_svhn(tmp_path)
+    publish("svhn", tmp_path)
     (tmp_path / "test_32x32.mat").unlink()  # the train split alone is not enough
     with pytest.raises(SpecError, match="'svhn' not found"):
         load_data(DataSpec(name="svhn", dir=str(tmp_path)), "cpu")
 
 
-def test_download_goes_through_torchvision(tmp_path, monkeypatch, no_network):
+def test_download_goes_through_torchvision(tmp_path, monkeypatch, no_network, publish):
     """With download=true, a missing CIFAR-10 is fetched by torchvision's own download path."""
     import torchvision.datasets.cifar as tv_cifar
 
@@ -298,6 +321,7 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch, no_network):
     def fake_download(url, download_root, filename=None, md5=None, **kwargs):
         calls.append((url, md5))
         write_cifar10(Path(download_root))
+        publish("cifar10", Path(download_root))  # a real download extracts the published files
 
     monkeypatch.setattr(tv_cifar, "download_and_extract_archive", fake_download)
     data = load_data(DataSpec(name="cifar10", dir=str(tmp_path), download=True), "cpu")
@@ -306,3 +330,157 @@ def test_download_goes_through_torchvision(tmp_path, monkeypatch, no_network):
     # Once the files are there, download=true does not fetch them again.
     load_data(DataSpec(name="cifar10", dir=str(tmp_path), download=True), "cpu")
     assert len(calls) == 1
+
+
+# ---------------------------------------------------------------------------------------
+# Integrity: CIFAR files are pickles (unpickling runs code) and SVHN files are parsed by
+# scipy, so a file whose md5 is not the published one is refused before it is opened.
+
+
+class MarkerPayload:
+    """Unpickling this creates `marker`: a stand-in for whatever code a planted file would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_payload(path: Path, marker: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(MarkerPayload(marker), f, protocol=2)
+
+
+def test_the_payload_runs_code_when_unpickled(tmp_path):
+    """The premise of the tests below: loading the planted file unverified would run its code."""
+    write_payload(tmp_path / "planted", tmp_path / "marker")
+    with open(tmp_path / "planted", "rb") as f:
+        pickle.load(f, encoding="latin1").close()  # how torchvision reads a CIFAR batch
+    assert (tmp_path / "marker").exists()
+
+
+PLANTED = {
+    # id: (dataset, the file replaced by a pickle payload, how the refusal names it)
+    "cifar10-train": ("cifar10", "cifar-10-batches-py/data_batch_3", "CIFAR-10's data_batch_3"),
+    "cifar10-test": ("cifar10", "cifar-10-batches-py/test_batch", "CIFAR-10's test_batch"),
+    "cifar10-meta": ("cifar10", "cifar-10-batches-py/batches.meta", "CIFAR-10's batches.meta"),
+    "cifar100-train": ("cifar100", "cifar-100-python/train", "CIFAR-100's train"),
+    "cifar100-meta": ("cifar100", "cifar-100-python/meta", "CIFAR-100's meta"),
+}
+
+
+def assert_refused(message: str, path: Path, names: str) -> None:
+    assert f"{path} does not match the md5 torchvision publishes for {names}" in message, message
+    assert "was not loaded" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("case", list(PLANTED))
+def test_planted_pickle_is_refused_before_anything_is_unpickled(case, tmp_path, publish, no_network):
+    name, relative, names = PLANTED[case]
+    WRITERS[name](tmp_path)
+    publish(name, tmp_path)  # every other file is the published one
+    marker, planted = tmp_path / "marker", tmp_path / relative
+    write_payload(planted, marker)
+
+    with pytest.raises(SpecError) as caught:
+        load_data(DataSpec(name=name, dir=str(tmp_path)), "cpu")
+    assert_refused(str(caught.value), planted, names)
+    assert not marker.exists()
+
+
+def test_tampered_svhn_file_is_refused(tmp_path, publish, no_network):
+    write_svhn(tmp_path)
+    publish("svhn", tmp_path)
+    tampered = tmp_path / "test_32x32.mat"
+    rng = np.random.default_rng(1)  # a valid .mat file, but not the published one
+    write_svhn_split(tampered, fake_images(rng, N_TEST, (3, 32, 32)), fake_labels(rng, N_TEST, 10))
+
+    with pytest.raises(SpecError) as caught:
+        load_data(DataSpec(name="svhn", dir=str(tmp_path)), "cpu")
+    assert_refused(str(caught.value), tampered, "SVHN's test_32x32.mat")
+
+
+def test_mismatched_file_is_refused_even_with_download(tmp_path, publish, monkeypatch, no_network):
+    """download=true does not overwrite a file that is there (it may be someone's own); it is refused."""
+    import torchvision.datasets.cifar as tv_cifar
+
+    write_cifar10(tmp_path)
+    publish("cifar10", tmp_path)
+    planted = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    write_payload(planted, tmp_path / "marker")
+    downloads = []
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", lambda *a, **k: downloads.append(a))
+
+    with pytest.raises(SpecError) as caught:
+        load_data(DataSpec(name="cifar10", dir=str(tmp_path), download=True), "cpu")
+    assert_refused(str(caught.value), planted, "CIFAR-10's data_batch_1")
+    assert downloads == [] and not (tmp_path / "marker").exists()
+
+
+def test_each_file_is_hashed_once_per_process_until_it_changes(tmp_path, publish, monkeypatch, no_network):
+    import torchvision.datasets.utils as tv_utils
+
+    write_cifar10(tmp_path)
+    publish("cifar10", tmp_path)
+    hashed = []
+    real_md5 = tv_utils.calculate_md5
+    monkeypatch.setattr(tv_utils, "calculate_md5", lambda path, **kw: hashed.append(Path(path).name) or real_md5(path, **kw))
+
+    load_data(DataSpec(name="cifar10", dir=str(tmp_path)), "cpu")
+    load_data(DataSpec(name="cifar10", dir=str(tmp_path)), "cpu")
+    assert sorted(hashed) == sorted(Path(relative).name for relative in published_md5()["cifar10"])  # 7 files, once each
+
+    # Rewritten in place (same inode, same size) with its modification time set back: the
+    # change time, which no one can set back, still tells.
+    changed = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    before = changed.stat()
+    with open(changed, "r+b") as f:
+        f.seek(-2, os.SEEK_END)
+        last = f.read(2)
+        f.seek(-2, os.SEEK_END)
+        f.write(bytes(b ^ 0xFF for b in last))
+    os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = changed.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+    with pytest.raises(SpecError) as caught:
+        load_data(DataSpec(name="cifar10", dir=str(tmp_path)), "cpu")
+    assert_refused(str(caught.value), changed, "CIFAR-10's data_batch_2")
+
+
+def test_planted_pickle_through_the_cli_is_exit_2_and_no_run(cli, tmp_path, experiments_file, logs_dir, publish):
+    write_cifar10(tmp_path / "data")
+    publish("cifar10", tmp_path / "data")
+    marker, planted = tmp_path / "marker", tmp_path / "data" / "cifar-10-batches-py" / "data_batch_4"
+    write_payload(planted, marker)
+
+    result = cli(
+        "run", "baseline", "--headless", "--experiments", experiments_file, "--logs-dir", logs_dir,
+        "--set", "data.name=cifar10", "--set", f"data.dir={tmp_path / 'data'}",
+    )  # fmt: skip
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "Traceback" not in result.stderr
+    assert_refused(line, planted, "CIFAR-10's data_batch_4")
+    assert not marker.exists()
+    assert not logs_dir.exists() or not any(p.is_dir() for p in logs_dir.iterdir())
+
+
+def test_planted_pickle_in_a_real_process_is_exit_2_and_no_run(workbench_exe, tmp_path, experiments_file, logs_dir):
+    """The same refusal from the console script, against torchvision's real md5 table."""
+    data = tmp_path / "data"
+    write_cifar10(data)
+    marker, planted = tmp_path / "marker", data / "cifar-10-batches-py" / "data_batch_1"
+    write_payload(planted, marker)
+    env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_LOGS"}
+
+    result = subprocess.run(
+        [str(workbench_exe), "run", "baseline", "--headless", "--experiments", str(experiments_file),
+         "--logs-dir", str(logs_dir), "--set", "data.name=cifar10", "--set", f"data.dir={data}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert_refused(line, planted, "CIFAR-10's data_batch_1")
+    assert not marker.exists()
+    assert not logs_dir.exists() or not any(p.is_dir() for p in logs_dir.iterdir())

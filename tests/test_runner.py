@@ -140,12 +140,30 @@ def test_cancelling_a_queued_run_ends_it_without_training(wb):
     assert not RunFolder(second).checkpoint_path("init").exists()  # never started
 
 
+def test_submit_refuses_what_its_worker_could_not_prepare(wb):
+    # A torchvision dataset that is not in data.dir, without download: refused now, not failed later.
+    result = wb("submit", "baseline", "--seeds", "2", "--set", "data.name=cifar10", "--set", "data.dir=nowhere", check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: dataset 'cifar10'") and "nowhere" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not [p for p in wb.logs.glob("*") if len(p.name) == 8] if wb.logs.exists() else True
+
+
 def test_a_run_that_raises_is_failed_with_its_error_in_record_and_log(wb):
-    # A torchvision dataset that is not in data.dir, without download: prepare raises in the worker.
-    (run_dir,) = submit(wb, "baseline", "--set", "data.name=cifar10", "--set", "data.dir=nowhere")
+    # A fusion accepted at submit whose member's checkpoint is gone by the time its worker
+    # prepares (it waits behind a device slot this test holds): prepare raises in the worker.
+    from filelock import FileLock
+
+    members = [json.loads(wb("run", "--headless", "baseline", "--seed", s, "--json").stdout)["run_id"] for s in (0, 1)]
+    slot = FileLock(str(wb.logs / ".slots" / "cpu.0.lock"))
+    (wb.logs / ".slots").mkdir(exist_ok=True)
+    with slot:
+        ids = json.loads(wb("fuse", *members, "--mode", "average", "--max-per-device", "1", "--json").stdout)["run_ids"]
+        (wb.logs / members[0] / "checkpoints" / "final.pt").unlink()
+    run_dir = wb.logs / ids[0]
     record = finished(run_dir)
     assert record["status"] == "failed"
-    assert "cifar10" in record["error"] and "nowhere" in record["error"]
+    assert members[0] in record["error"] and "final" in record["error"]
     assert record["error"] in (run_dir / "worker.log").read_text()
     assert wb("logs", run_dir.name).stdout.count(record["error"]) >= 1
 
@@ -168,7 +186,9 @@ def test_a_study_runs_every_arm_and_seed_then_reuses_them(wb):
     subset = verdict["subsets"]["subset"]
     assert subset["ratio"] > 0 and subset["n"] == 2 and subset["ci"][0] <= subset["ratio"] <= subset["ci"][1]
     assert verdict["subsets"]["fixed"]["ratio"] == 0  # frozen: it never moved
-    assert verdict["answer"].startswith(("subset moved", "no difference detected"))
+    # the answer states the headline: the conv kernels the partition splits
+    assert verdict["headline"]["scope"] == "partitioned" and verdict["headline"]["layers"] == ["features.conv1", "features.conv2"]
+    assert verdict["answer"].startswith(("conv kernels that kept training moved", "no difference detected: conv kernels"))
     run_ids = {run_id for seeds in verdict["runs"].values() for run_id in seeds.values()}
     assert len(run_ids) == 4
 

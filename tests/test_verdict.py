@@ -8,8 +8,10 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rich.console import Console
+from scipy import stats
 
 from workbench.report import write_report
 from workbench.verdict import read_run, study_verdict, t_quantile, verdict_table
@@ -98,6 +100,14 @@ def make_study(root: Path, ratios: list[float], *, slopes=None, accs=None, **kwa
     return runs
 
 
+def geometric(values: list[float], t: float) -> tuple[float, float, float]:
+    """Geometric mean and the 95% interval exp(mean log +- t * sd(log) / sqrt(n)), by hand."""
+    logs = [math.log(v) for v in values]
+    mean = sum(logs) / len(logs)
+    half = half_width(logs, t)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def half_width(values: list[float], t: float) -> float:
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -140,7 +150,13 @@ def test_mean_ratio_and_t_interval_over_three_seeds(tmp_path):
     fixed = verdict["subsets"]["fixed"]["dist"]
     assert fixed["ratio"] == 0.0 and fixed["ci"] == [0.0, 0.0] and fixed["n"] == 3
 
-    assert verdict["answer"] == "subset moved 2.00x farther when the rest was frozen (half-fixed vs baseline, 95% CI 1.50-2.50, 3 seeds)"
+    # the answer states the headline: the partitioned (conv) layers, a geometric mean
+    gm, lo, hi = geometric([1.8, 2.0, 2.2], 4.303)
+    p = stats.ttest_1samp(np.log([1.8, 2.0, 2.2]), 0).pvalue
+    assert verdict["answer"] == (
+        f"conv kernels that kept training moved {gm:.2f}x farther when the rest was frozen "
+        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f}-{hi:.2f}, p={p:.2g})"
+    )
     assert verdict["comparisons"][0]["answer"] == verdict["answer"]
 
 
@@ -201,16 +217,21 @@ def test_ratios_either_side_of_one_give_no_difference_detected(tmp_path):
     assert dist["ratio"] == pytest.approx(mean)
     assert dist["ci"] == pytest.approx([mean - half, mean + half], rel=1e-3)
     assert dist["ci"][0] < 1 < dist["ci"][1]
-    assert verdict["answer"] == (
-        f"no difference detected: subset moved 1.03x as far when the rest was frozen "
-        f"(half-fixed vs baseline, 95% CI {mean - half:.2f}-{mean + half:.2f}, 3 seeds)"
+    gm, lo, hi = geometric([0.9, 1.0, 1.2], 4.303)
+    detectable = verdict["headline"]["subset"]["detectable_ratio"]
+    assert verdict["detectable_ratio"] == detectable and detectable > hi
+    assert verdict["answer"].startswith(
+        f"no difference detected: conv kernels that kept training moved {gm:.2f}x as far when the rest was frozen "
+        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f}-{hi:.2f}, p="
     )
+    assert verdict["answer"].endswith(f"; 3 seeds detect only ratios beyond {detectable:.2f}x or {1 / detectable:.2f}x)")
 
 
 def test_ratios_below_one_say_less_far(tmp_path):
     verdict = study_verdict("s", make_study(tmp_path, [0.5, 0.55, 0.6]), "baseline")
     assert verdict["subsets"]["subset"]["ci"][1] < 1
-    assert verdict["answer"].startswith("subset moved less far when the rest was frozen: 0.55x as far (")
+    assert verdict["answer"].startswith("conv kernels that kept training moved less far when the rest was frozen: 0.55x as far (")
+    assert "detectable_ratio" not in verdict  # something was detected
 
 
 def test_one_seed_has_no_interval_and_says_so(tmp_path):
@@ -221,7 +242,7 @@ def test_one_seed_has_no_interval_and_says_so(tmp_path):
     assert verdict["subsets"]["subset"]["over_steps"]["dist"]["lo"] == [None] * 10
     assert verdict["comparisons"][0]["final"]["eval_acc"]["ci"] is None
     assert verdict["answer"] == (
-        "subset moved 1.80x as far when the rest was frozen "
+        "conv kernels that kept training moved 1.80x as far when the rest was frozen "
         "(half-fixed vs baseline, 1 seed: no confidence interval; use --seeds 3 or more)"
     )
     json.dumps(verdict, allow_nan=False)
@@ -283,7 +304,7 @@ def test_unpaired_seeds_and_a_second_arm(tmp_path):
     size = verdict["comparisons"][1]
     assert size["seeds"] == [0, 1]
     assert size["subsets"]["subset"]["ratio"] == pytest.approx(0.5) and size["subsets"]["subset"]["n"] == 2
-    assert size["answer"].startswith("subset moved less far in half-size: 0.50x as far (vs baseline, 95% CI ")
+    assert size["answer"].startswith("subset conv kernels moved less far in half-size: 0.50x as far (vs baseline, geometric mean of 2 seeds, 95% CI ")
     assert any("seed 7" in note for note in verdict["notes"]) and any("seed 2" in note for note in verdict["notes"])
     assert verdict["answer"] == verdict["comparisons"][0]["answer"]
 
@@ -298,12 +319,13 @@ def test_bad_study_arms_are_refused(tmp_path):
 
 def test_verdict_table_shows_ratios_and_the_answer(tmp_path):
     verdict = study_verdict("freeze-half", make_study(tmp_path, [1.8, 2.0, 2.2]), "baseline")
-    console = Console(file=io.StringIO(), width=120, color_system=None)
+    console = Console(file=io.StringIO(), width=80, color_system=None)
     console.print(verdict_table(verdict))
     text = console.file.getvalue()
     assert "freeze-half: half-fixed / baseline" in text
-    assert "2.00" in text and "1.50-2.50" in text and "eval_acc" in text
-    assert verdict["answer"] in text
+    gm, lo, hi = geometric([1.8, 2.0, 2.2], 4.303)
+    assert f"{gm:.2f}" in text and f"{lo:.2f}-{hi:.2f}" in text and "eval_acc" in text
+    assert verdict["answer"] in " ".join(text.split())  # wrapped at 80 columns
 
 
 def test_report_names_every_run_and_writes_png_plots(tmp_path):
@@ -315,13 +337,15 @@ def test_report_names_every_run_and_writes_png_plots(tmp_path):
     assert verdict["answer"] in page
     for arm, by_seed in runs.items():
         for seed, folder in by_seed.items():
-            assert f"| {arm} | {seed} | `{folder.name}` | `{folder}` |" in page
+            assert f"| {arm} | {seed} | `{folder.name}` | `{folder.name}` |" in page  # relative to the logs dir
+    assert str(tmp_path) not in page
     images = [line.split("(")[1].rstrip(")") for line in page.splitlines() if line.startswith("![")]
-    assert sorted(images) == ["eval.png", "movement.png", "ratio.png"]
+    assert sorted(images) == ["eval.png", "layers.png", "movement.png", "ratio.png"]
     for name in images:
         data = (path.parent / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
-    assert "| subset | dist | 2.00 | 1.50-2.50 | 3 | 0 |" in page
+    gm, lo, hi = geometric([1.8, 2.0, 2.2], 4.303)
+    assert f"| partitioned | subset | {gm:.2f} | {lo:.2f}-{hi:.2f} | " in page
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 

@@ -252,6 +252,9 @@ def submit(
     specs = [
         resolve_spec_device(catalog.resolve(name, overrides if s is None else {**overrides, "seed": s})) for s in seed_list
     ]
+    from engine.preflight import preflight
+
+    preflight(specs, logs_dir)  # what the workers would fail on, told now, before any folder
     folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device) for spec in specs]
     ids = [folder.run_id for folder in folders]
     if as_json:
@@ -290,7 +293,11 @@ def fuse(
     fusion = {"checkpoint": checkpoint, "train_trunks": train_trunks, "prune": prune}
     spec = fused_spec(members, mode, steps=steps, overrides=_resolve_overrides(set_, device, None), fusion=fusion)
     name = f"fuse-{mode}"
-    folder = submit_run(resolve_spec_device(spec), name, logs_dir, max_per_device=max_per_device)
+    spec = resolve_spec_device(spec)
+    from engine.preflight import preflight
+
+    preflight([spec], logs_dir)  # e.g. a member with no final checkpoint yet: refused now, not failed later
+    folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device)
     if as_json:
         typer.echo(json.dumps({"run_ids": [folder.run_id]}))
     else:

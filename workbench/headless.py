@@ -7,6 +7,7 @@ step boundary.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -14,6 +15,7 @@ from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec
 from workbench.execution import RunOutcome, execute
 from workbench.heartbeat import Heartbeat
+from workbench.liveness import RunLock
 from workbench.store import Store
 
 __all__ = ["RunOutcome", "run_headless"]
@@ -33,8 +35,14 @@ def run_headless(
     prepared = prepare(spec, runs_dir=logs_dir)  # raises SpecError: nothing has been written yet
     store = Store(logs_dir)
     folder = RunFolder.create(logs_dir)
-    with open(folder.log_path, "a", encoding="utf-8") as log, Heartbeat(folder.path, "running") as heartbeat:
-        with stop_on_signals() as stop:
-            return execute(
-                prepared, folder, store, experiment, log, heartbeat, on_step=on_step, on_event=on_event, should_stop=stop
-            )
+    lock = RunLock(folder.path)  # this process owns the run until it returns (workbench.liveness)
+    lock.acquire()
+    lock.write_owner(os.getpid())
+    try:
+        with open(folder.log_path, "a", encoding="utf-8") as log, Heartbeat(folder.path, "running") as heartbeat:
+            with stop_on_signals() as stop:
+                return execute(
+                    prepared, folder, store, experiment, log, heartbeat, on_step=on_step, on_event=on_event, should_stop=stop
+                )
+    finally:
+        lock.release()

@@ -22,6 +22,7 @@ from typing import Callable
 from filelock import FileLock, Timeout
 
 from workbench.heartbeat import STALE_SECONDS
+from workbench.liveness import process_alive
 
 POLL_SECONDS = 0.25
 DEFAULT_MAX_PER_DEVICE = 2
@@ -71,8 +72,6 @@ class DeviceQueue:
             ticket.unlink(missing_ok=True)
 
     def _first_in_line(self, mine: Path) -> bool:
-        from workbench.records import process_alive
-
         for ticket in sorted(self.tickets.iterdir()):
             if ticket == mine:
                 return True

@@ -2,25 +2,23 @@
 
 One function builds a record from a run folder (spec.json, the events' start and end,
 summary.json), used both when a run finishes and when the store is rebuilt, so the two
-can never disagree. Liveness lives here too: a record that says `running` whose process
-is gone is reported `lost`, never running forever.
+can never disagree. Liveness (workbench.liveness) is applied to every record built: a
+record that says `running` whose process is gone is reported `lost`, never running forever.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from engine.events import EVENTS_FILE, read_events, survives_resume
 from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
-from workbench.heartbeat import STALE_SECONDS, read_heartbeat
+from workbench.heartbeat import read_heartbeat
+from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 
-ACTIVE = ("queued", "running")
 ENDED = ("completed", "cancelled", "failed")  # the statuses an end event may carry
 CORRUPT = "corrupt"  # a run file that does not hold what the folder layout says; `error` says which
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
@@ -190,6 +188,7 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         "pid": (beat or {}).get("pid") or start.get("pid") or launch.get("pid"),
         "host": (beat or {}).get("host") or start.get("host") or launch.get("host"),
         "created": launch.get("submitted") or first_start.get("time"),
+        "launched": launch.get("launched"),  # the latest submit or resume: a sign of life before the first beat
         "heartbeat": (beat or {}).get("time"),
         "run_dir": str(path.resolve()),
         "error": end.get("error") if end else None,
@@ -199,32 +198,3 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
     if problems:  # told in `runs` and `show`; the other runs are listed as usual
         record.update(status=CORRUPT, error="; ".join(problems))
     return with_liveness(record)
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a zombie (exited, not yet reaped by its parent) is dead too
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    except (OSError, ValueError, IndexError):
-        return True  # no /proc (macOS): existence is all we can know
-
-
-def with_liveness(record: dict[str, Any], now: float | None = None) -> dict[str, Any]:
-    """`queued`/`running` only while its process is alive: on this host the process must
-    exist; on any host the heartbeat must be fresh."""
-    if record.get("status") not in ACTIVE:
-        return record
-    if record.get("host") == socket.gethostname() and record.get("pid") and not process_alive(record["pid"]):
-        return {**record, "status": "lost"}
-    last_sign = record.get("heartbeat") or record.get("created")
-    if last_sign and (now or time.time()) - last_sign > STALE_SECONDS:
-        return {**record, "status": "lost"}
-    return record

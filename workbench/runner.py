@@ -1,7 +1,9 @@
 """Launching, cancelling and resuming background runs.
 
-A run is submitted by writing its folder (spec.json, a `queued` event, launch.json) and
-starting a worker (workbench.worker) through a Launcher. The Launcher is the one seam
+A run is submitted by locking its new folder (workbench.liveness), writing it (spec.json,
+a `queued` event, launch.json) and starting a worker (workbench.worker) through a
+Launcher, which inherits the folder's lock: the run is owned by a live process from its
+first file to its worker's end, and a second worker on it is refused. The Launcher is the one seam
 between "what to run" and "where it runs": LocalLauncher starts a detached process on
 this machine; a cluster backend (e.g. Ray) implements the same `launch` and leaves the
 rest of this module alone.
@@ -24,8 +26,9 @@ from engine.run_folder import RunFolder, atomic_write_json, read_json
 from engine.spec import ExperimentSpec, SpecError
 from workbench.heartbeat import HEARTBEAT_FILE
 from workbench.queue import DeviceQueue, default_max_per_device
-from workbench.records import ACTIVE, LAUNCH_FILE, process_alive, record_from_folder
-from workbench.store import Store
+from workbench.liveness import ACTIVE, LIVE_STATUSES, RunLock, lock_owner, process_alive
+from workbench.records import LAUNCH_FILE, record_from_folder
+from workbench.store import READ_ONLY_ERRORS, Store
 from workbench.worker import CANCEL_FILE
 
 RESUMABLE = ("cancelled", "failed", "lost")
@@ -38,8 +41,9 @@ class Launched:
 
 
 class Launcher(Protocol):
-    def launch(self, folder: RunFolder, worker_args: list[str]) -> Launched:
-        """Start `python -m workbench.worker <folder> <worker_args>` somewhere; return at once."""
+    def launch(self, folder: RunFolder, worker_args: list[str], pass_fds: tuple[int, ...] = ()) -> Launched:
+        """Start `python -m workbench.worker <folder> <worker_args>` somewhere; return at once.
+        `pass_fds`: descriptors the worker inherits (the run folder's lock), where it can."""
         ...
 
 
@@ -49,7 +53,7 @@ class LocalLauncher:
 
     _children: list[subprocess.Popen] = []
 
-    def launch(self, folder: RunFolder, worker_args: list[str]) -> Launched:
+    def launch(self, folder: RunFolder, worker_args: list[str], pass_fds: tuple[int, ...] = ()) -> Launched:
         self._reap()
         with open(folder.log_path, "ab") as log:
             child = subprocess.Popen(
@@ -59,6 +63,7 @@ class LocalLauncher:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=pass_fds,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self._children.append(child)
@@ -78,27 +83,37 @@ def resolve_spec_device(spec: ExperimentSpec) -> ExperimentSpec:
     return spec.model_copy(update={"device": str(resolve_device(spec.device))})
 
 
-def _launch(folder: RunFolder, experiment: str, store: Store, launcher: Launcher, max_per_device: int, resume: bool) -> None:
-    submitted = time.time()
-    with EventWriter(folder.events_path) as events:
-        events.write({"type": "queued", "time": submitted})
-    submitted_ns = time.time_ns()
-    device = ExperimentSpec.model_validate(folder.spec()).device
-    DeviceQueue(folder.path.parent, device, max_per_device).enqueue(folder.run_id, submitted_ns)
-    args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(submitted_ns)]
-    launched = launcher.launch(folder, args + (["--resume"] if resume else []))
-    launch = read_json(folder.path / LAUNCH_FILE) or {}
-    atomic_write_json(
-        folder.path / LAUNCH_FILE,
-        {
-            "experiment": experiment,
-            "digest": ExperimentSpec.model_validate(folder.spec()).digest(),
-            "submitted": launch.get("submitted", submitted),  # a resume keeps the run's place in time
-            "pid": launched.pid,
-            "host": launched.host,
-            "max_per_device": max_per_device,
-        },
-    )
+def _launch(
+    folder: RunFolder, lock: RunLock, experiment: str, store: Store, launcher: Launcher, max_per_device: int, resume: bool
+) -> None:
+    """Queue the run whose folder `lock` holds and start its worker, which inherits the lock."""
+    try:
+        submitted = time.time()
+        with EventWriter(folder.events_path) as events:
+            events.write({"type": "queued", "time": submitted})
+        submitted_ns = time.time_ns()
+        device = ExperimentSpec.model_validate(folder.spec()).device
+        DeviceQueue(folder.path.parent, device, max_per_device).enqueue(folder.run_id, submitted_ns)
+        args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(submitted_ns)]
+        args += ["--lock-fd", str(lock.fd)] + (["--resume"] if resume else [])
+        launched = launcher.launch(folder, args, pass_fds=(lock.fd,))
+        if launched.pid:
+            lock.write_owner(launched.pid, launched.host)
+        launch = read_json(folder.path / LAUNCH_FILE) or {}
+        atomic_write_json(
+            folder.path / LAUNCH_FILE,
+            {
+                "experiment": experiment,
+                "digest": ExperimentSpec.model_validate(folder.spec()).digest(),
+                "submitted": launch.get("submitted", submitted),  # a resume keeps the run's place in time
+                "launched": submitted,
+                "pid": launched.pid,
+                "host": launched.host,
+                "max_per_device": max_per_device,
+            },
+        )
+    finally:
+        lock.release()  # the worker holds its own copy; if none was started, the run reads `lost`
     store.put(record_from_folder(folder.path))
 
 
@@ -112,8 +127,12 @@ def submit(
 ) -> RunFolder:
     """Queue one run (its spec's device already concrete) and start its worker; returns at once."""
     folder = RunFolder.create(logs_dir)
+    lock = RunLock(folder.path)
+    lock.acquire()  # a new folder: nobody else can hold it
+    lock.write_owner(os.getpid())
     folder.write_spec(spec.model_dump(mode="json"))
-    _launch(folder, experiment, Store(logs_dir), launcher or LocalLauncher(), max_per_device or default_max_per_device(), False)
+    limit = max_per_device or default_max_per_device()
+    _launch(folder, lock, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, False)
     return folder
 
 
@@ -148,28 +167,39 @@ def resume(
     record: dict, logs_dir: Path, *, max_per_device: int | None = None, launcher: Launcher | None = None
 ) -> RunFolder:
     """Start a cancelled, failed or lost run again from its last saved training state."""
+    if record["status"] in ACTIVE:
+        raise SpecError(f"run {record['run_id']} is {record['status']} (pid {record.get('pid') or 'unknown'}); cancel it first")
     if record["status"] not in RESUMABLE:
         allowed = ", ".join(RESUMABLE)
         raise SpecError(f"run {record['run_id']} is {record['status']}; only {allowed} runs can be resumed")
     folder = RunFolder(Path(record["run_dir"]))
     spec = ExperimentSpec.model_validate(folder.spec())
-    resolve_spec_device(spec)  # the device must still exist here
+    from engine.preflight import preflight
+
+    preflight([resolve_spec_device(spec)], logs_dir)  # the device, data and member runs must still be there
+    lock = RunLock(folder.path)
+    if not lock.acquire():  # its worker is alive after all (or a second resume got there first)
+        pid = lock_owner(folder.path).get("pid", "unknown")
+        raise SpecError(f"run {record['run_id']} is running (pid {pid}); cancel it first")
+    lock.write_owner(os.getpid())
     (folder.path / CANCEL_FILE).unlink(missing_ok=True)
     (folder.path / HEARTBEAT_FILE).unlink(missing_ok=True)  # the dead worker's beat would read as stale
     launch = read_json(folder.path / LAUNCH_FILE) or {}
     experiment = record.get("experiment") or launch.get("experiment") or "?"
     limit = max_per_device or launch.get("max_per_device") or default_max_per_device()
-    _launch(folder, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, True)
+    _launch(folder, lock, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, True)
     return folder
 
 
 def refresh_active(store: Store) -> list[dict]:
-    """Every record, with queued/running ones re-read from their folders (live step and
-    movement; `lost` when the process died) and written back when they changed."""
+    """Every record, with queued, running and lost ones re-read from their folders (live
+    step and movement; `lost` when the process died, `running` again when a run thought
+    lost turns out alive) and written back when they changed (unless the logs dir is
+    read-only: the index is a cache, and reading must not need a write)."""
     records = store.all()
     changed = []
     for i, record in enumerate(records):
-        if record.get("status") not in ACTIVE:
+        if record.get("status") not in LIVE_STATUSES:
             continue
         fresh = record_from_folder(Path(record.get("run_dir", "")))
         if fresh is None:
@@ -177,5 +207,9 @@ def refresh_active(store: Store) -> list[dict]:
         if fresh != record:
             changed.append(fresh)
             records[i] = fresh
-    store.put_many(changed)
+    try:
+        store.put_many(changed)
+    except OSError as exc:
+        if exc.errno not in READ_ONLY_ERRORS:
+            raise
     return records

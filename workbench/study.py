@@ -51,6 +51,10 @@ def gather(study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device
     """Match every arm x seed to a run; with `launch`, submit the missing ones."""
     specs = {arm: {seed: resolve_spec_device(spec) for seed, spec in seeds.items()} for arm, seeds in study.specs.items()}
     usable = _usable_runs(logs_dir)
+    if launch:  # all or nothing: every run to be queued is checked before the first is
+        from engine.preflight import preflight
+
+        preflight([spec for seeds in specs.values() for spec in seeds.values() if spec.digest() not in usable], logs_dir)
     found = StudyRuns(study, {arm: {} for arm in specs}, specs)
     for arm, seeds in specs.items():
         for seed, spec in seeds.items():

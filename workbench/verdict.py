@@ -2,16 +2,27 @@
 reference, and how sure can we be? (imports no torch: the UI process reads run folders only)
 
 A study pairs runs by seed: the arm run and the reference run with seed s share their
-initial weights and data order and differ only in what is frozen. For every pair, subset
-and metric the verdict takes the ratio arm / reference at the last step both runs
-recorded, then the mean ratio over seeds with a 95% t interval (DESIGN.md, "A study pairs
-runs..."). Along the way the same ratio is taken at every step the pairs share, so a
-reader can see whether the gap opens early or late. A ratio whose reference value is 0 or
-missing (an empty subset, a frozen reference subset) has no meaning: it is skipped and
-counted, never a division by zero.
+initial weights and data order and differ only in what is frozen. For every pair the
+verdict takes ratios arm / reference at the last step both runs recorded, and summarises
+them over seeds (DESIGN.md, "A study pairs runs...").
 
-The statistics are plain Python: a table of t quantiles for df 1..30 and a Cornish-Fisher
-expansion beyond (accurate to 1e-5 from df 31 on), so no scipy is needed.
+Per comparison (one arm against the reference), see workbench/scoped_verdict.py:
+- `headline`: `dist` of the coordinates of the *partitioned layers* (the layers the
+  partition splits, workbench/scopes.py), the number the one-line `answer` states, with
+  its scope in words ("conv kernels that kept training moved 1.21x as far ...");
+- `kinds`, `layers`, `all`: the same per layer kind, per layer, for every layer;
+- `normalized`: speed over the run and its thirds, gradient norms, path per gradient
+  (workbench/normalized.py); `loss_matched`: dist at equal training loss
+  (workbench/loss_matched.py);
+each an S: geometric mean of the per-seed ratios, 95% t interval on the log ratios,
+paired t and exact Wilcoxon p, and the ratio this n could detect (workbench/verdict_stats.py).
+
+`subsets` (kept for scripts written against it) is the older whole-subset summary:
+`dist` and `speed` of each tracked subset over all its layers, as an *arithmetic* mean of
+the per-seed ratios with a t interval (`"mean": "arithmetic"`), at the final step and at
+every matched step (`over_steps`). `final`: paired differences in final loss and
+accuracy. A ratio whose reference value is 0 or missing (an empty subset, a frozen
+reference subset) has no meaning: it is skipped and counted, never a division by zero.
 """
 
 from __future__ import annotations
@@ -24,52 +35,12 @@ from typing import Any, Iterable
 
 from engine.events import run_events
 from engine.run_folder import RunFolder
+from workbench.scoped_verdict import scope_rows, scoped_comparison
+from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_quantile  # noqa: F401 (t_quantile: re-exported)
 
 METRICS = ("dist", "speed")
 FINAL_METRICS = ("eval_acc", "eval_loss", "train_loss")
-
-# t_{0.975, df} for df = 1..30 (two-sided 95%), to four decimals.
-T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
-Z975 = 1.959963985
-
-
-def t_quantile(df: int) -> float:
-    """t_{0.975, df}: the multiplier of the standard error in a 95% confidence interval."""
-    if df < 1:
-        raise ValueError(f"a t quantile needs df >= 1, got {df}")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = Z975  # Cornish-Fisher expansion of the t quantile around the normal one
-    return (
-        z
-        + (z**3 + z) / (4 * df)
-        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
-    )
-
-
-def mean_ci(values: Iterable[float]) -> tuple[float | None, list[float] | None]:
-    """Mean and 95% t interval (mean +- t * sd / sqrt(n)); no interval from one value."""
-    values = list(values)
-    if not values:
-        return None, None
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, None
-    half = t_quantile(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return mean, [mean - half, mean + half]
-
-
-def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """numerator / denominator, or None where that means nothing (missing, or 0 below)."""
-    if numerator is None or denominator is None or denominator == 0:
-        return None
-    value = numerator / denominator
-    return value if math.isfinite(value) else None
+SCOPED_KEYS = ("headline", "all", "kinds", "layers", "normalized", "loss_key", "loss_matched", "detectable_ratio")
 
 
 # ---------------------------------------------------------------------------------------
@@ -116,10 +87,7 @@ def read_run(path: str | Path) -> RunSeries:
 
 def value(subsets: dict[str, Any], subset: str, metric: str) -> float | None:
     """One metric of one subset from a movement record; None when absent or not finite."""
-    found = (subsets.get(subset) or {}).get(metric)
-    if isinstance(found, bool) or not isinstance(found, (int, float)) or not math.isfinite(found):
-        return None
-    return float(found)
+    return finite((subsets.get(subset) or {}).get(metric))
 
 
 # ---------------------------------------------------------------------------------------
@@ -159,6 +127,8 @@ def study_verdict(
         "arm_figures": {arm: arm_figures(by_seed) for arm, by_seed in loaded.items()},
         "subsets": first["subsets"],
         "answer": first["answer"],
+        # the first (for a two-arm study the only) arm's scoped verdict, at the top level as `subsets` is
+        **{key: first[key] for key in SCOPED_KEYS if key in first},
         "notes": notes,
     }
 
@@ -171,8 +141,8 @@ def arm_figures(by_seed: dict[int, RunSeries]) -> dict[str, Any]:
     """
     runs = list(by_seed.values())
     params = sorted({run.summary["params"] for run in runs if run.summary.get("params") is not None})
-    acc, acc_ci = mean_ci(v for v in (_number(run.final_eval().get("eval_acc")) for run in runs) if v is not None)
-    rates = [_number(run.summary.get("steps_per_second")) for run in runs]
+    acc, acc_ci = mean_ci(v for v in (finite(run.final_eval().get("eval_acc")) for run in runs) if v is not None)
+    rates = [finite(run.summary.get("steps_per_second")) for run in runs]
     step_ms, step_ci = mean_ci(1000 / rate for rate in rates if rate)
     return {"params": params[0] if len(params) == 1 else params or None, "eval_acc": acc, "eval_acc_ci": acc_ci,
             "step_ms": step_ms, "step_ms_ci": step_ci, "n": len(runs)}
@@ -238,13 +208,18 @@ def _compare(
         }
 
     frozen = bool(_first_spec(arm_runs).get("freeze")) and not _first_spec(ref_runs).get("freeze")
+    scoped = scoped_comparison(pairs, finals, shared, notes, arm)
+    headline = scoped["headline"]["subset"]
+    undecided = headline["ci"] is not None and headline["ci"][0] <= 1 <= headline["ci"][1]
     return {
         "arm": arm,
         "reference": reference,
         "seeds": seeds,
         "subsets": compared,
         "final": {key: _final_difference(pairs, key) for key in FINAL_METRICS},
-        "answer": answer(compared, arm, reference, frozen, paired=bool(seeds)),
+        "answer": answer(scoped["headline"], arm, reference, frozen, paired=bool(seeds)),
+        **scoped,
+        **({"detectable_ratio": headline["detectable_ratio"]} if undecided else {}),
     }
 
 
@@ -253,9 +228,10 @@ def _first_spec(by_seed: dict[int, RunSeries]) -> dict[str, Any]:
 
 
 def _summarise(ratios: list[float | None]) -> dict[str, Any]:
+    """The whole-subset summary in `subsets`: arithmetic mean of ratios (see the module doc)."""
     kept = [r for r in ratios if r is not None]
     mean, ci = mean_ci(kept)
-    return {"ratio": mean, "ci": ci, "n": len(kept), "skipped": len(ratios) - len(kept)}
+    return {"ratio": mean, "ci": ci, "n": len(kept), "skipped": len(ratios) - len(kept), "mean": "arithmetic"}
 
 
 def _final_records(a: RunSeries, r: RunSeries, seed: int, arm: str, reference: str, notes: list[str]):
@@ -294,31 +270,34 @@ def _over_steps(pairs, steps: list[int], subset: str, metric: str) -> dict[str, 
     return out
 
 
+# The range a paired difference arm - reference can take: accuracies lie in [0, 1]; a loss
+# is >= 0, so the mean difference is >= -(the mean reference loss) (filled in below).
+DIFFERENCE_RANGE = {"eval_acc": (-1.0, 1.0)}
+
+
 def _final_difference(pairs, key: str) -> dict[str, Any]:
-    """Final loss or accuracy: arm - reference per seed (mean, CI) and arm / reference."""
+    """Final loss or accuracy: arm - reference per seed (mean, 95% t interval; `ci_shown`:
+    the interval clipped to the range the difference can take) and arm / reference."""
     per_seed = []
     for seed, a, r in pairs:
-        av, rv = _number(a.final_eval().get(key)), _number(r.final_eval().get(key))
+        av, rv = finite(a.final_eval().get(key)), finite(r.final_eval().get(key))
         per_seed.append({"seed": seed, "arm": av, "reference": rv})
     both = [p for p in per_seed if p["arm"] is not None and p["reference"] is not None]
     difference, ci = mean_ci(p["arm"] - p["reference"] for p in both)
     ratios = _summarise([ratio(p["arm"], p["reference"]) for p in both])
+    reference = statistics.fmean(p["reference"] for p in both) if both else None
+    low, high = DIFFERENCE_RANGE.get(key, (-(reference or 0.0), math.inf))
     return {
         "arm": statistics.fmean(p["arm"] for p in both) if both else None,
-        "reference": statistics.fmean(p["reference"] for p in both) if both else None,
+        "reference": reference,
         "difference": difference,
         "ci": ci,
+        "ci_shown": clip_interval(ci, low, high),
         "ratio": ratios["ratio"],
         "ratio_ci": ratios["ci"],
         "n": len(both),
         "per_seed": per_seed,
     }
-
-
-def _number(found: Any) -> float | None:
-    if isinstance(found, bool) or not isinstance(found, (int, float)) or not math.isfinite(found):
-        return None
-    return float(found)
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,29 +316,38 @@ def fmt_ci(ci: list[float]) -> str:
     return f"{fmt_ratio(lo)}-{fmt_ratio(hi)}" if lo >= 0 else f"{fmt_ratio(lo)} to {fmt_ratio(hi)}"
 
 
-def answer(compared: dict[str, Any], arm: str, reference: str, frozen: bool, *, paired: bool = True) -> str:
-    """One readable line for the `subset` subset (else the first one) and its lead metric."""
-    if not compared:
-        return f"no verdict: no movement records in {arm} or {reference}"
-    subset = "subset" if "subset" in compared else next(iter(compared))
-    entry = compared[subset]
-    metric = entry["metric"]
-    more, less, same = WORDS.get(metric, (f"with a larger {metric}", f"with a smaller {metric}", f"with the same {metric}"))
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else ("<0.001" if p < 0.001 else f"{p:.2g}")
+
+
+def answer(headline: dict[str, Any], arm: str, reference: str, frozen: bool, *, paired: bool = True) -> str:
+    """One readable line: the headline scope's subset `dist` ratio, named by its scope, with
+    its interval, p and seeds; when nothing is detected, the smallest ratio that could be."""
     if not paired:
         return f"no verdict: no seed has both a {arm} and a {reference} run"
+    entry = headline["subset"]
+    what = headline["description"]
+    if frozen:
+        who, when, pair = f"{what} that kept training", "when the rest was frozen", f"{arm} vs {reference}, "
+    else:
+        who, when, pair = f"subset {what}" if headline["scope"] != "all" else what, f"in {arm}", f"vs {reference}, "
+    if headline["scope"] == "all":
+        who = "the whole subset"
+    more, less, same = WORDS["dist"]
     if entry["ratio"] is None:
-        return f"no verdict: the {reference} {subset} {metric} was 0 or missing for every seed ({arm} vs {reference})"
+        return f"no verdict: the {reference} {who} dist was 0 or missing for every seed ({arm} vs {reference})"
     r, ci, n = fmt_ratio(entry["ratio"]), entry["ci"], entry["n"]
-    when = "when the rest was frozen" if frozen else f"in {arm}"
-    pair = f"{arm} vs {reference}, " if frozen else f"vs {reference}, "
     if ci is None:
-        return f"{subset} moved {r}x {same} {when} ({pair}1 seed: no confidence interval; use --seeds 3 or more)"
-    seeds = f"95% CI {fmt_ci(ci)}, {n} seeds"
+        return f"{who} moved {r}x {same} {when} ({pair}1 seed: no confidence interval; use --seeds 3 or more)"
+    figures = f"geometric mean of {n} seeds, 95% CI {fmt_ci(ci)}" + ("" if entry["p"] is None else f", p={fmt_p(entry['p'])}")
     if ci[0] > 1:
-        return f"{subset} moved {r}x {more} {when} ({pair}{seeds})"
+        return f"{who} moved {r}x {more} {when} ({pair}{figures})"
     if ci[1] < 1:
-        return f"{subset} moved {less} {when}: {r}x {same} ({pair}{seeds})"
-    return f"no difference detected: {subset} moved {r}x {same} {when} ({pair}{seeds})"
+        return f"{who} moved {less} {when}: {r}x {same} ({pair}{figures})"
+    detectable = entry.get("detectable_ratio")
+    power = "" if detectable is None else (
+        f"; {n} seeds detect only ratios beyond {fmt_ratio(detectable)}x or {fmt_ratio(1 / detectable)}x")
+    return f"no difference detected: {who} moved {r}x {same} {when} ({pair}{figures}{power})"
 
 
 # ---------------------------------------------------------------------------------------
@@ -367,35 +355,50 @@ def answer(compared: dict[str, Any], arm: str, reference: str, frozen: bool, *, 
 
 
 def verdict_table(verdict: dict[str, Any]):
-    """Rich renderables: per comparison, subset x metric ratios with their 95% CI and n,
-    the final loss/accuracy differences, then the answer in bold."""
+    """Rich renderables, 80 columns wide: per comparison the answer in bold, then one table
+    led by the headline (the partitioned layers), then all layers, each kind, each layer,
+    the normalised and loss-matched ratios (geometric means, 95% CI, paired t p, n), then
+    the final loss/accuracy differences; the arm table and the notes last."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
     parts: list[Any] = []
-    if verdict.get("arm_figures"):
-        parts += [arm_table(verdict), Text("")]
     for comparison in verdict["comparisons"]:
-        title = f"{verdict['study']}: {comparison['arm']} / {comparison['reference']}"
+        parts += [Text(comparison["answer"], style="bold")]
+        title = f"{verdict['study']}: {comparison['arm']} / {comparison['reference']} (dist unless named)"
         table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-        for name, justify in (("subset", "left"), ("metric", "left"), ("ratio", "right"), ("95% CI", "right"), ("n", "right")):
-            table.add_column(name, justify=justify, no_wrap=True)
-        for subset, entry in comparison["subsets"].items():
-            for metric in verdict["metrics"]:
-                figures = entry[metric]
-                table.add_row(subset, metric, *_ratio_cells(figures))
+        for name, justify in (("scope", "left"), ("side", "left"), ("ratio", "right"), ("95% CI", "right"),
+                              ("p", "right"), ("n", "right")):
+            table.add_column(name, justify=justify, no_wrap=True, max_width=22 if name == "scope" else None,
+                             min_width=3 if name == "n" else None, overflow="ellipsis")
+        section = None
+        for kind, scope, side, figures in scope_rows(comparison):
+            if section is not None and kind != section:
+                table.add_section()
+            section = kind
+            table.add_row(scope, side, *s_cells(figures))
         table.add_section()
         for key, figures in comparison["final"].items():
             if figures["n"]:
-                diff = _signed(figures["difference"])
-                ci = "-" if figures["ci"] is None else f"{_signed(figures['ci'][0])} to {_signed(figures['ci'][1])}"
-                table.add_row(key, "arm - ref", diff, ci, str(figures["n"]))
-        parts += [table, Text(comparison["answer"], style="bold"), Text("")]
+                shown = figures.get("ci_shown", figures["ci"])
+                ci = "-" if shown is None else f"{_signed(shown[0], 2)} to {_signed(shown[1], 2)}"
+                table.add_row(key, "arm-ref", _signed(figures["difference"]), ci, "", str(figures["n"]))
+        parts += [table, Text("")]
+    if verdict.get("arm_figures"):
+        parts += [arm_table(verdict), Text("")]
     for note in verdict.get("notes", []):
         parts.append(Text(f"note: {note}", style="yellow"))
     return Group(*parts)
+
+
+def s_cells(figures: dict[str, Any]) -> tuple[str, str, str, str]:
+    """ratio, 95% CI, p (paired t) and n of an S, as printed; n counts skipped seeds too."""
+    r = "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"])
+    ci = "-" if figures["ci"] is None else fmt_ci(figures["ci"])
+    n = str(figures["n"]) + (f"/{figures['n'] + figures['skipped']}" if figures["skipped"] else "")
+    return r, ci, fmt_p(figures.get("p")), n
 
 
 def arm_table(verdict: dict[str, Any]):
@@ -427,12 +430,5 @@ def arm_cells(figures: dict[str, Any]) -> list[str]:
             str(figures["n"])]
 
 
-def _ratio_cells(figures: dict[str, Any]) -> tuple[str, str, str]:
-    r = "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"])
-    ci = "-" if figures["ci"] is None else fmt_ci(figures["ci"])
-    n = str(figures["n"]) + (f" ({figures['skipped']} skipped)" if figures["skipped"] else "")
-    return r, ci, n
-
-
-def _signed(x: float | None) -> str:
-    return "-" if x is None else f"{x:+.4g}"
+def _signed(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:+.{digits}g}"

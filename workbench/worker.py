@@ -23,6 +23,7 @@ from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec
 from workbench.execution import execute, record_failure
 from workbench.heartbeat import Heartbeat
+from workbench.liveness import RunLock, lock_owner
 from workbench.queue import DeviceQueue
 from workbench.records import record_from_folder
 from workbench.store import Store
@@ -66,11 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-per-device", type=int, default=2)
     parser.add_argument("--submitted-ns", type=int, default=0, help="queue position: earlier submissions start first")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--lock-fd", type=int, help="the run folder's lock, taken by the submitting process")
     args = parser.parse_args(argv)
 
     from engine.stopping import stop_on_signals
 
     folder = RunFolder(args.run_dir.resolve())
+    # Own the folder before touching it: a second worker on one run would interleave two
+    # trainings in one events log. The lock is held until this process ends.
+    lock = RunLock.inherited(folder.path, args.lock_fd) if args.lock_fd is not None else RunLock(folder.path)
+    if args.lock_fd is None and not lock.acquire():
+        owner = lock_owner(folder.path).get("pid", "unknown")
+        print(f"run {folder.run_id} is already owned by pid {owner}; this worker leaves it alone", flush=True)
+        return 1
+    lock.write_owner(os.getpid())
     store = Store(folder.path.parent)
     spec = ExperimentSpec.model_validate(folder.spec())
     log = sys.stdout  # the runner points it at worker.log

@@ -1,5 +1,6 @@
 """The studies of experiments.json, live: which arm x seed runs exist, how far they are, and
-once every one completed, the verdict (ratios with 95% CIs, the answer, the ratio over steps).
+once every one completed, the verdict (the answer, ratios with 95% CIs by scope led by the
+headline, and the headline ratio over steps).
 
 Matching runs to a study without torch. `workbench.study.gather` matches by spec digest
 after `resolve_spec_device`, which imports torch to turn "auto" into a concrete device;
@@ -42,7 +43,8 @@ from workbench.store import Store
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
 from workbench.tui.widgets.chart import MetricChart
-from workbench.verdict import fmt_ci, fmt_ratio, study_verdict
+from workbench.scoped_verdict import scope_rows
+from workbench.verdict import s_cells, study_verdict
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.widgets.tables import cursor_key
 
@@ -233,7 +235,7 @@ class StudiesScreen(PollingScreen):
             yield DataTable(id="study-runs", cursor_type="none", zebra_stripes=True)
             yield Static("", id="study-answer")
             yield DataTable(id="study-verdict", cursor_type="none")
-            yield MetricChart("subset dist ratio (arm / reference) over steps", id="study-chart")
+            yield MetricChart("headline subset dist ratio (arm / reference) over steps", id="study-chart")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -244,7 +246,7 @@ class StudiesScreen(PollingScreen):
         for label in ("arm", "seed", "run", "status", "step"):
             runs.add_column(label, key=label)
         verdict = self.query_one("#study-verdict", DataTable)
-        for label in ("subset", "metric", "ratio", "95% CI", "n"):
+        for label in ("scope", "side", "ratio", "95% CI", "p", "n"):
             verdict.add_column(label, key=label)
         self.show_detail()
         table.focus()
@@ -336,22 +338,15 @@ class StudiesScreen(PollingScreen):
         answer.update("\n".join(c["answer"] for c in comparisons))
         answer.display = table.display = chart.display = True
         for comparison in comparisons:
+            # the headline (partitioned layers) first, then all layers, kinds, layers,
+            # normalised and loss-matched ratios: geometric means over seeds (dist unless named)
             prefix = f"{comparison['arm']}: " if len(comparisons) > 1 else ""
-            for subset, entry in comparison["subsets"].items():
-                for metric in verdict["metrics"]:
-                    figures = entry[metric]
-                    table.add_row(
-                        prefix + subset,
-                        metric,
-                        "-" if figures["ratio"] is None else fmt_ratio(figures["ratio"]),
-                        "-" if figures["ci"] is None else fmt_ci(figures["ci"]),
-                        str(figures["n"]),
-                    )
+            for _, scope, side, figures in scope_rows(comparison):
+                table.add_row(prefix + scope, side, *s_cells(figures))
         if self._charted != id(verdict):
             self._charted = id(verdict)
-            subsets = comparisons[0]["subsets"]
-            entry = subsets.get("subset") or next(iter(subsets.values()), {})
-            over = (entry.get("over_steps") or {}).get("dist") or {}
+            headline = comparisons[0].get("headline") or {}
+            over = (headline.get("over_steps") or {}).get("dist") or {}
             lines = {}
             for label in ("ratio", "lo", "hi"):
                 series = Series()
