@@ -10,7 +10,9 @@ Kinds of event (field `type`):
     end       step, status (completed | cancelled | failed), error (when failed)
 
 Lines are flushed as written, so a reader (the CLI, the TUI, another process) sees every
-complete record; a line cut short by a crash is skipped by the reader, never fatal.
+complete record; a line cut short by a crash, or any line that is not an event (not UTF-8,
+not JSON, not an object, a step that is not a whole number), is skipped by the reader,
+never fatal.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 EVENTS_FILE = "events.jsonl"
+STEPPED = ("start", "movement", "eval", "checkpoint", "end", "prune")  # kinds that carry a `step`
 
 
 class EventWriter:
@@ -54,10 +57,27 @@ def read_events(path: str | Path, offset: int = 0) -> tuple[list[dict[str, Any]]
     end = data.rfind(b"\n") + 1  # a trailing partial line is a write in progress (or a crash)
     for line in data[:end].splitlines():
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a torn line from a crash mid-write: skip it, keep the rest
+            event = json.loads(line)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, absurd nesting
+            continue  # a torn line from a crash mid-write, or garbage: skip it, keep the rest
+        if well_formed(event):
+            events.append(event)
     return events, offset + end
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def well_formed(event: Any) -> bool:
+    """Whether a decoded line is an event every reader can take: an object whose `step` (in
+    the kinds that carry one) and `resumed_from` are whole numbers. Readers index these
+    fields directly, so a line without them is skipped here, once, for all of them."""
+    if not isinstance(event, dict):
+        return False
+    if event.get("type") in STEPPED and not _whole(event.get("step")):
+        return False
+    return event.get("resumed_from") is None or _whole(event["resumed_from"])
 
 
 def iter_events(path: str | Path, kind: str | None = None) -> Iterator[dict[str, Any]]:

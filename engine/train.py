@@ -30,7 +30,7 @@ from engine.events import EventWriter
 from engine.freezing import Freezer
 from engine.models import Layer, model_layers, param_count
 from engine.pruning import prune_step, shrink_to_state, widths
-from engine.run_folder import RunFolder
+from engine.run_folder import RunFolder, failure_reason
 from engine.spec import ExperimentSpec, OptimizerSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
 from engine.tracking import MovementTracker
@@ -316,7 +316,7 @@ def train(
         if freezer:
             freezer.restore()
     except Exception as exc:
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", failure_reason(exc)  # a full disk: "no space left on <file>"
         emit({"type": "end", "step": step, "status": status, "error": error})
         events.close()
         raise

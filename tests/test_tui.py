@@ -243,7 +243,7 @@ async def test_runs_table_lists_runs_newest_first_and_filters(logs: Path):
         await pilot.press("s")  # queued
         assert table_ids(app) == []
         await pilot.press("slash", *["backspace"] * 4, "escape")
-        await pilot.press(*["s"] * 5)  # round to "all" again
+        await pilot.press(*["s"] * 6)  # round to "all" again (completed, failed, cancelled, lost, corrupt)
         assert table_ids(app) == ["live0001", "fail0001", "done0001"]
 
 

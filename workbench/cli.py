@@ -18,7 +18,7 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
-from engine.run_folder import RunFolder
+from engine.run_folder import RunFolder, unless_corrupt, write_error
 from engine.spec import Experiments, SpecError, check_seed_count, json_schema, parse_override
 from workbench import study_memory, tables
 from workbench.store import Store
@@ -32,7 +32,8 @@ _debug = False  # set by the --debug option of the top-level callback
 
 
 def friendly(command: Callable) -> Callable:
-    """User errors become one line and exit code 2; anything unexpected one line and exit 1."""
+    """User errors become one line and exit code 2, and so does a write the disk refused (full,
+    read-only): the user can fix that; anything unexpected one line and exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -47,6 +48,9 @@ def friendly(command: Callable) -> Callable:
         except Exception as exc:
             if _debug or type(exc).__module__.startswith(("typer", "click")):
                 raise  # typer.Exit and friends: already the right exit
+            if write_error(exc):
+                typer.echo(f"error: {write_error(exc)}", err=True)
+                raise typer.Exit(2) from None
             typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
             raise typer.Exit(1) from None
 
@@ -220,11 +224,11 @@ def runs(
     if watch and not as_json:
         from rich.live import Live
 
-        with Live(tables.runs_table(_store_runs(logs_dir)), console=stdout, auto_refresh=False) as live:
+        with Live(tables.runs_view(_store_runs(logs_dir)), console=stdout, auto_refresh=False) as live:
             try:
                 while True:
                     time.sleep(1.0)
-                    live.update(tables.runs_table(_store_runs(logs_dir)), refresh=True)
+                    live.update(tables.runs_view(_store_runs(logs_dir)), refresh=True)
             except KeyboardInterrupt:
                 return
     records = _store_runs(logs_dir)
@@ -233,7 +237,7 @@ def runs(
     elif not records:
         stderr.print(f"no runs in {logs_dir}/ yet; start one with: workbench submit or workbench run --headless")
     else:
-        stdout.print(tables.runs_table(records))
+        stdout.print(tables.runs_view(records))
 
 
 @app.command()
@@ -471,15 +475,20 @@ def show(
     as_json: AsJson = False,
 ) -> None:
     """Show one run: its spec, final figures and per-layer movement of each subset."""
+    from workbench.records import record_from_folder
+
     record = _find_run(logs_dir, run_id)
     folder = RunFolder(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"])
-    summary = folder.summary()
+    # The folder is the truth: a file damaged since the index was written shows as corrupt here.
+    record = record_from_folder(folder.path) or record
+    spec, summary = unless_corrupt(folder.spec), unless_corrupt(folder.summary)
     if as_json:
-        typer.echo(json.dumps({"record": record, "spec": folder.spec(), "summary": summary}))
+        typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary}))
         return
-    stdout.print(tables.record_header(record, folder.spec() or {}))
+    stdout.print(tables.record_header(record, spec or {}))
     if summary:
         stdout.print(tables.run_detail(summary, folder))
+
 
 
 @app.command("experiments")

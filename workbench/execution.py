@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, TextIO
 
 from engine.events import EventWriter, describe_event
-from engine.run_folder import RunFolder
+from engine.run_folder import RunFolder, failure_reason
 from workbench.heartbeat import Heartbeat
 from workbench.records import record_from_folder
 from workbench.store import Store
@@ -45,8 +45,11 @@ def execute(
     from engine.train import train
 
     heartbeat.phase = "running"
+    ended = False  # whether train wrote this attempt's end event
 
     def handle(event: dict) -> None:
+        nonlocal ended
+        ended = ended or event["type"] == "end"
         line = describe_event(event)
         if line:
             log.write(line + "\n")
@@ -66,17 +69,19 @@ def execute(
             prepared, folder, experiment=experiment, on_step=step, on_event=handle, should_stop=should_stop, resume=resume
         )
     except Exception as exc:
+        if not ended:  # failed outside the steps (writing init.pt, final.pt, the summary): end it here
+            return record_failure(folder, store, log, exc, step=heartbeat.step)
         log.write(traceback.format_exc())
         log.flush()
         store.put(record_from_folder(folder.path))
-        return RunOutcome(folder, "failed", None, f"{type(exc).__name__}: {exc}")
+        return RunOutcome(folder, "failed", None, failure_reason(exc))
     store.put(record_from_folder(folder.path))
     return RunOutcome(folder, summary["status"], summary)
 
 
 def record_failure(folder: RunFolder, store: Store, log: TextIO, exc: BaseException, step: int = 0) -> RunOutcome:
     """A run that failed before training began (e.g. its dataset is missing): say so everywhere."""
-    error = str(exc) if exc.__class__.__name__ == "SpecError" else f"{type(exc).__name__}: {exc}"
+    error = failure_reason(exc)
     log.write((traceback.format_exc() if exc.__class__.__name__ != "SpecError" else "") + f"error: {error}\n")
     log.flush()
     with EventWriter(folder.events_path) as events:

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.run_folder import read_json
+
 HEARTBEAT_FILE = "heartbeat.json"
 BEAT_SECONDS = 2.0
 STALE_SECONDS = 30.0  # no beat for this long: the process is gone (or its host is)
@@ -59,7 +61,4 @@ class Heartbeat:
 
 
 def read_heartbeat(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((Path(run_dir) / HEARTBEAT_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    return read_json(Path(run_dir) / HEARTBEAT_FILE)  # missing or corrupt: no beat

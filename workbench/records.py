@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.events import read_events, survives_resume
-from engine.run_folder import ID_LENGTH, RunFolder, read_json
+from engine.events import EVENTS_FILE, read_events, survives_resume
+from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 
+ENDED = ("completed", "cancelled", "failed")  # the statuses an end event may carry
+CORRUPT = "corrupt"  # a run file that does not hold what the folder layout says; `error` says which
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
 
 
@@ -65,7 +67,8 @@ Lifecycle = tuple[str, dict[str, Any], dict[str, Any] | None]
 def lifecycle(events: list[dict[str, Any]], before: Lifecycle = ("queued", {}, None)) -> Lifecycle:
     """(status, newest start event, end event or None) from a run's events (following on
     from `before`, the lifecycle of the events before them). The newest of `queued`
-    (written at submit and at resume), `start` and `end` decides."""
+    (written at submit and at resume), `start` and `end` decides. An end event without one
+    of the ENDED statuses makes the run `corrupt` (end_problem says why)."""
     status, start, end = before
     for event in events:
         kind = event.get("type")
@@ -74,8 +77,17 @@ def lifecycle(events: list[dict[str, Any]], before: Lifecycle = ("queued", {}, N
         elif kind == "start":
             status, start, end = "running", event, None
         elif kind == "end":
-            status, end = event["status"], event
+            status, end = (event["status"] if event.get("status") in ENDED else CORRUPT), event
     return status, start, end
+
+
+def end_problem(end: dict[str, Any]) -> str | None:
+    """Why an end event makes its run corrupt, or None when it is a proper end."""
+    found = end.get("status")
+    if found in ENDED:
+        return None
+    said = "no status" if found is None else f"the status {found!r}"
+    return f"{EVENTS_FILE}: the end event at step {end.get('step')} has {said}, not one of {', '.join(ENDED)}"
 
 
 @dataclass(frozen=True)
@@ -154,13 +166,16 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
     folder = RunFolder(path)
     if not path.is_dir() or len(path.name) != ID_LENGTH or not folder.spec_path.exists():
         return None
-    spec = folder.spec() or {}
+    problems: list[str] = []  # what makes the run corrupt, first found first
+    spec = unless_corrupt(folder.spec, problems) or {}
     launch = read_json(path / LAUNCH_FILE) or {}
     fold = fold_events(folder.events_path)
     status, start, end, first_start = fold.status, fold.start, fold.end, fold.first_start
-    summary = folder.summary() if end else None  # a summary from before a resume is stale
+    if end and end_problem(end):
+        problems.append(end_problem(end))
+    summary = unless_corrupt(folder.summary, problems) if end else None  # a summary from before a resume is stale
     beat = read_heartbeat(path) if status in ACTIVE else None
-    movement = {"steps": fold.movement["step"], "movement": fold.movement["subsets"]} if fold.movement else {}
+    movement = {"steps": fold.movement["step"], "movement": fold.movement.get("subsets")} if fold.movement else {}
     figures = summary_figures(summary or movement)
     if beat and beat.get("phase") == "running":
         figures["step"] = max(figures.get("step") or 0, beat.get("step") or 0)
@@ -180,4 +195,6 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         **spec_fields(spec),
         **figures,
     }
+    if problems:  # told in `runs` and `show`; the other runs are listed as usual
+        record.update(status=CORRUPT, error="; ".join(problems))
     return with_liveness(record)

@@ -50,8 +50,8 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
     """Write README.md and the PNG plots of `verdict` into `out_dir`; returns the markdown path.
     Run folders are named relative to `logs_dir` (default: the folder that holds them all)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     loaded = {arm: {int(seed): read_run(path) for seed, path in sorted(by_seed.items())} for arm, by_seed in runs.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)  # after reading: a corrupt run leaves no empty report folder
     folders = [run.path for by_seed in loaded.values() for run in by_seed.values()]
     if logs_dir is None and folders:
         logs_dir = Path(os.path.commonpath([str(p.resolve().parent) for p in folders]))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.spec import ExperimentSpec, ResolvedStudy, SpecError
-from workbench.records import ACTIVE, record_from_folder
+from workbench.records import ACTIVE, CORRUPT, record_from_folder
 from workbench.runner import refresh_active, resolve_spec_device, submit
 from workbench.store import Store
 
@@ -78,6 +78,13 @@ def unfinished(records: dict[str, dict[int, dict]]) -> list[dict]:
 
 def check_completed(study: ResolvedStudy, records: dict[str, dict[int, dict]]) -> None:
     """A verdict needs every run completed: say which are not and what to do."""
+    for arm, seeds in records.items():
+        for seed, r in seeds.items():
+            if r["status"] == CORRUPT:  # resuming cannot mend it: the folder must go for a new run to replace it
+                raise SpecError(
+                    f"study {study.name!r}: run {r['run_id']} ({arm} seed {seed}) is corrupt: {r.get('error')}; "
+                    f"move its folder ({r['run_dir']}) aside and run `workbench study {study.name}` again to replace it"
+                )
     bad = [
         f"{arm} seed {seed} ({r['run_id']}: {r['status']}{': ' + r['error'] if r.get('error') else ''})"
         for arm, seeds in records.items()

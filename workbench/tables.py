@@ -21,6 +21,7 @@ STATUS_STYLE = {
     "failed": "bold red",
     "lost": "bold magenta",
     "queued": "dim",
+    "corrupt": "bold red reverse",  # a run file is unreadable: the run's figures cannot be trusted
 }
 METRICS = ("dist", "rel", "speed", "path", "cos")
 
@@ -76,29 +77,50 @@ def runs_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
+def runs_view(records: list[dict[str, Any]]) -> Group:
+    """The runs table, then one line per run with an error (failed, corrupt, lost): the
+    reason cut to the terminal's width, in full in `workbench show RUN_ID`."""
+    with_error = [r for r in records if r.get("error")]
+    if not with_error:
+        return Group(runs_table(records))
+    lines = [Text("why (in full: workbench show RUN_ID)", style="bold")]
+    for r in with_error:
+        reason = " ".join(str(r["error"]).split())  # one line: a multi-line sentence would wrap
+        lines.append(
+            Text.assemble(r["run_id"], " ", status_text(r.get("status", "?")), f" {reason}", no_wrap=True, overflow="ellipsis")
+        )
+    return Group(runs_table(records), *lines)
+
+
 def record_header(record: dict[str, Any], spec: dict[str, Any]) -> Table:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
-    table.add_column()
-    partition = spec.get("partition", {})
+    table.add_column(overflow="fold")  # a long folder path or error in full, folded, never cut
+    partition = _section(spec, "partition")
     rows = [
         ("run", record["run_id"]),
         ("experiment", record.get("experiment") or "-"),
         ("status", status_text(record.get("status", "?"))),
         ("device", record.get("device") or "-"),
-        ("model", f"{spec.get('model', {}).get('name')} width {spec.get('model', {}).get('width')}"),
-        ("data", spec.get("data", {}).get("name", "-")),
-        ("optimizer", " ".join(f"{k}={v}" for k, v in spec.get("optimizer", {}).items())),
+        ("model", f"{_section(spec, 'model').get('name')} width {_section(spec, 'model').get('width')}"),
+        ("data", str(_section(spec, "data").get("name", "-"))),
+        ("optimizer", " ".join(f"{k}={v}" for k, v in _section(spec, "optimizer").items())),
         ("partition", " ".join(f"{k}={v}" for k, v in partition.items() if v not in ([], None))),
         ("freeze", str(spec.get("freeze"))),
         ("seed", str(spec.get("seed"))),
         ("folder", record.get("run_dir") or "-"),
     ]
     if record.get("error"):
-        rows.append(("error", Text(record["error"], style="red")))
+        rows.append(("error", Text(str(record["error"]), style="red")))
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _section(data: dict[str, Any], key: str) -> dict[str, Any]:
+    """`data[key]` when it is an object, else {}: a hand-edited or damaged file shows what it can."""
+    found = data.get(key)
+    return found if isinstance(found, dict) else {}
 
 
 def movement_table(movement: dict[str, Any]) -> Table:
@@ -108,14 +130,17 @@ def movement_table(movement: dict[str, Any]) -> Table:
     for metric in METRICS:
         table.add_column(metric, justify="right")
     for subset, figures in movement.items():
+        if not isinstance(figures, dict):
+            continue
         table.add_row(Text(subset, style="bold"), "all", *(number(figures.get(m)) for m in METRICS))
-        for layer, layer_figures in figures.get("layers", {}).items():
-            table.add_row("", layer, *(number(layer_figures.get(m)) for m in METRICS))
+        for layer, layer_figures in _section(figures, "layers").items():
+            if isinstance(layer_figures, dict):
+                table.add_row("", layer, *(number(layer_figures.get(m)) for m in METRICS))
     return table
 
 
 def run_detail(summary: dict[str, Any], folder: RunFolder) -> Group:
-    final = summary.get("final", {})
+    final = _section(summary, "final")
     headline = Text.assemble(
         ("run ", "bold"),
         (summary.get("run_id", folder.run_id), "bold cyan"),
@@ -127,13 +152,14 @@ def run_detail(summary: dict[str, Any], folder: RunFolder) -> Group:
         f"  eval_acc {number(final.get('eval_acc'))}",
         f"  {number(summary.get('steps_per_second'))} steps/s",
     )
-    if summary.get("params"):
+    if isinstance(summary.get("params"), int):
         headline.append(f"  {summary['params']:,} params")
-    if final.get("member_acc"):  # an ensemble: what each member scores alone, next to the average's eval_acc
+    if isinstance(final.get("member_acc"), list):  # an ensemble: what each member scores alone, next to the average's eval_acc
         headline.append("\nmember eval_acc " + " ".join(number(acc) for acc in final["member_acc"]), style="dim")
     # A pruned model's layers change shape, so its run tracks no movement (summary movement
     # None): what it shows instead is how its channels went.
-    body = movement_table(summary["movement"]) if summary.get("movement") else pruning_table(folder)
+    movement = _section(summary, "movement")
+    body = movement_table(movement) if movement else pruning_table(folder)
     return Group(headline, body, Text(f"folder: {folder.path}", style="dim"))
 
 

@@ -22,7 +22,7 @@ SUBSETS = ("subset", "fixed")
 MOVEMENT_METRICS = ("dist", "speed", "cos")
 EVAL_METRICS = ("train_loss", "eval_loss", "eval_acc")
 PARAMS, WIDTH, MEMBER_ACC = "params", "width.", "member_acc."  # a pruned run's size; an ensemble's members
-STATUSES = ("all", "running", "queued", "completed", "failed", "cancelled", "lost")
+STATUSES = ("all", "running", "queued", "completed", "failed", "cancelled", "lost", "corrupt")
 LOG_FILE = "worker.log"
 
 
