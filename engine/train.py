@@ -275,6 +275,8 @@ def train(
             loss = training_loss(model(data.train_x[index]), data.train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if tracker and ((every and step % every == 0) or step == spec.train.steps):
+                tracker.measure_grad(step)  # this step will be recorded: its gradient, before the update
             optimizer.step()
             if freezer:
                 freezer.restore()
