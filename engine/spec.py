@@ -102,7 +102,11 @@ class PartitionSpec(_Section):
     )
     fraction: float = Field(0.5, ge=0, le=1, description="Share of each layer that is fixed.")
     include_fc: bool = Field(False, description="Partition FC layers too (false: they are wholly in `subset`).")
-    seed: int = Field(0, description="Seed for the random strategies.")
+    seed: int | Literal["run"] = Field(
+        0,
+        description='Seed for the random strategies; "run": the run\'s own seed, so each run seed draws a fresh '
+        "partition (the same in every arm of a study for that seed).",
+    )
     layers: list[str] = Field(default_factory=list, description="Layer names fixed whole by the `layers` strategy.")
     groups: list[int] = Field(
         default_factory=list, description="Kernel groups (see model.groups) fixed whole by the `groups` strategy."

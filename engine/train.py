@@ -4,7 +4,8 @@ Read top to bottom: `prepare` does everything that can fail because of the spec 
 data, model, partition) before a single file is written; `train` runs the steps.
 
 Pairing: weights are initialised on the CPU from `seed`, the data order comes from its
-own generator seeded with `seed`, and masks come from `partition.seed`. `freeze` enters
+own generator seeded with `seed`, and masks come from `partition.seed` (or from `seed` when
+that is "run"). `freeze` enters
 none of these, so a frozen run and its baseline start from the same weights, see the
 same batches and track the same coordinates.
 """
@@ -64,7 +65,7 @@ def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
     built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
     model, spec = built.model, built.spec
     layers = model_layers(model)
-    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition)
+    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
     if spec.freeze and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
     notes = {**built.notes, "params": param_count(model)}
