@@ -12,7 +12,9 @@ import copy
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+import itertools
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -259,6 +261,9 @@ class ExperimentEntry(ExperimentSpec):
     base: str | None = Field(None, description="Name of the experiment this one inherits from.")
 
 
+MAX_SWEEP_CELLS = 64  # each cell is arms x seeds runs: a bound on what one typo can launch
+
+
 class StudyArm(_Section):
     """One arm of a study: an experiment, optionally with overrides of its own."""
 
@@ -283,6 +288,11 @@ class StudySpec(_Section):
         3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order."
     )
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to every arm.")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Dotted key -> values: every combination (a cell) is a sub-study of its own, with the cell's "
+        f"values set in every arm (at most {MAX_SWEEP_CELLS} cells).",
+    )
 
     def arm_list(self) -> list[StudyArm]:
         return [StudyArm(experiment=arm) if isinstance(arm, str) else arm for arm in self.arms]
@@ -411,6 +421,25 @@ class Experiments:
         seed_list = study.seed_list(seeds)
         if not seed_list:
             raise SpecError(f"{where}.seeds: needs at least one seed")
+        if study.sweep:
+            cells = []
+            for cell in sweep_cells(study.sweep, where):
+                try:
+                    resolved = self._resolve_study(name, where, study, seed_list, {**cell, **(overrides or {})})
+                except SpecError as exc:
+                    label = ", ".join(f"{k}={json.dumps(v)}" for k, v in cell.items())
+                    raise SpecError("\n".join(f"{where}.sweep cell {label}: {line}" for line in str(exc).splitlines())) from None
+                cells.append(StudyCell(cell, resolved))
+            first = cells[0].study
+            return ResolvedStudy(name, study.description, first.reference, seed_list, {}, first.experiments, cells)
+        return self._resolve_study(name, where, study, seed_list, overrides or {})
+
+    def _resolve_study(
+        self, name: str, where: str, study: StudySpec, seed_list: list[int], overrides: dict[str, Any]
+    ) -> ResolvedStudy:
+        """Every arm x seed of `study` with `overrides` (a sweep cell's, the command line's) applied last."""
+        arms = study.arm_list()
+        labels = [arm.label for arm in arms]
         specs: dict[str, dict[int, ExperimentSpec]] = {}
         for arm in arms:
             if arm.experiment not in self.entries:
@@ -418,7 +447,7 @@ class Experiments:
                     f"{where}.arms: unknown experiment {arm.experiment!r}; known: {', '.join(self.entries)}"
                 )
             specs[arm.label] = {
-                seed: self.resolve(arm.experiment, {**study.set, **arm.set, **(overrides or {}), "seed": seed})
+                seed: self.resolve(arm.experiment, {**study.set, **arm.set, **overrides, "seed": seed})
                 for seed in seed_list
             }
         reference = study.reference
@@ -473,7 +502,10 @@ class Experiments:
 
 @dataclass
 class ResolvedStudy:
-    """A study with every arm x seed resolved to a full spec."""
+    """A study with every arm x seed resolved to a full spec.
+
+    A study with a `sweep` has no specs of its own: each of its `cells` is a study resolved
+    with that cell's values (its reference and experiments are the first cell's)."""
 
     name: str
     description: str
@@ -481,10 +513,38 @@ class ResolvedStudy:
     seeds: list[int]
     specs: dict[str, dict[int, ExperimentSpec]]  # arm label -> seed -> spec
     experiments: dict[str, str]  # arm label -> experiment name
+    cells: list[StudyCell] = field(default_factory=list)
 
     @property
     def arms(self) -> list[str]:
-        return list(self.specs)
+        return list(self.specs) or (self.cells[0].study.arms if self.cells else [])
+
+
+@dataclass
+class StudyCell:
+    """One cell of a sweep: the values it sets, and the sub-study they make."""
+
+    set: dict[str, Any]
+    study: ResolvedStudy
+
+
+def sweep_cells(sweep: dict[str, list[Any]], where: str = "sweep") -> list[dict[str, Any]]:
+    """The cartesian product of a sweep's value lists, first key slowest; refuses unknown
+    keys, empty lists and more than MAX_SWEEP_CELLS cells."""
+    for key, values in sweep.items():
+        if key == "seed":
+            raise SpecError(f"{where}.sweep: 'seed' cannot be swept; a study's `seeds` already pairs the arms over seeds")
+        if key not in settable_keys():
+            raise SpecError(f"{where}.sweep: {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
+        if not values:
+            raise SpecError(f"{where}.sweep.{key}: an empty list of values; give at least one value")
+    count = math.prod(len(values) for values in sweep.values())
+    if count > MAX_SWEEP_CELLS:
+        raise SpecError(
+            f"{where}.sweep: {count} cells (the product of its value lists) is more than the {MAX_SWEEP_CELLS} allowed; "
+            "sweep fewer values"
+        )
+    return [dict(zip(sweep, combination)) for combination in itertools.product(*sweep.values())]
 
 
 def settable_keys(model: type[BaseModel] = ExperimentSpec, prefix: str = "") -> list[str]:

@@ -30,6 +30,7 @@ from engine.ensemble import ensemble_logits, ensemble_loss
 from engine.events import EventWriter
 from engine.freezing import Freezer
 from engine.models import Layer, model_layers, param_count
+from engine.provenance import code_provenance
 from engine.pruning import prune_step, shrink_to_state, widths
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, OptimizerSpec, SpecError
@@ -227,6 +228,7 @@ def train(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "subset_sizes": subset_sizes(prep.masks),
+            "provenance": code_provenance(),  # which engine code, git commit, torch and CUDA made this
             **prep.notes,
             # what pruning starts from (after a resume: the pruned model), charted over time
             **({"params": param_count(model), "widths": widths(model)} if pruning else {}),
