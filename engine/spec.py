@@ -428,7 +428,10 @@ class Experiments:
                     resolved = self._resolve_study(name, where, study, seed_list, {**cell, **(overrides or {})})
                 except SpecError as exc:
                     label = ", ".join(f"{k}={json.dumps(v)}" for k, v in cell.items())
-                    raise SpecError("\n".join(f"{where}.sweep cell {label}: {line}" for line in str(exc).splitlines())) from None
+                    # resolve() names overridden keys as --set ones; these came from the sweep
+                    lines = [line.removeprefix("--set ") if line.split(":")[0][6:] in cell else line
+                             for line in str(exc).splitlines()]
+                    raise SpecError("\n".join(f"{where}.sweep cell {label}: {line}" for line in lines)) from None
                 cells.append(StudyCell(cell, resolved))
             first = cells[0].study
             return ResolvedStudy(name, study.description, first.reference, seed_list, {}, first.experiments, cells)
