@@ -1,12 +1,16 @@
 """Step-time cost of movement tracking: every step and every 10 steps, against tracking off.
 
+Each record includes the gradient norms of its step (`grad`: a _foreach_norm over the
+gradients after backward, on recorded steps only), so "every 10" is the cost of tracking
+with grad as studies run it.
+
 Runs the real training loop (engine.train.train) on the shipped `half-fixed` experiment
 and times the steps themselves (from the first on_step to the last, so set-up, the final
 evaluation and checkpoint writes are excluded). Configurations are interleaved over
 several rounds and the median taken, so drift on a shared machine hits all of them alike.
 
     python benchmarks/tracking_overhead.py [--device cuda:0] [--steps 600] [--rounds 3]
-Goals: every step <= 1.05, every 10 steps <= 1.01 (ratios to tracking off).
+Goals: every step <= 1.05, every 10 steps (with grad) <= 1.02 (ratios to tracking off).
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ def main() -> None:
     off = statistics.median(times["off"])
     print(f"\n{args.experiment} on {args.device}, {args.steps} steps x {args.rounds} rounds (median step time)")
     print(f"tracking off        {off * 1e3:8.3f} ms/step")
-    for name, goal in (("every 1", 1.05), ("every 10", 1.01)):
+    for name, goal in (("every 1", 1.05), ("every 10", 1.02)):
         ratio = statistics.median(times[name]) / off
         verdict = "meets" if ratio <= goal else "misses"
         print(f"tracking {name:<10} {statistics.median(times[name]) * 1e3:8.3f} ms/step  ratio {ratio:.3f}  ({verdict} goal <= {goal})")

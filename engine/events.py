@@ -3,8 +3,14 @@
 Kinds of event (field `type`):
     queued    written by the runner when a run is submitted or resumed (no step)
     start     step 0 (or the step resumed from, with `resumed_from`): run_id, experiment,
-              digest, device, pid, host, time, subset sizes
-    movement  step, subsets: {subset: {dist, rel, speed, path, cos, layers: {layer: {...}}}}
+              digest, device, pid, host, time, subset sizes, and `provenance`: {engine_hash
+              (sha256 of engine/*.py, 16 hex), git_commit, git_dirty (None without git),
+              torch, cuda} (engine/provenance.py; absent in runs made before it existed).
+              The learning rate is the spec's `optimizer.lr` (spec.json).
+    movement  step, subsets: {subset: {dist, rel, speed, path, cos, grad, layers: {layer: {...}}}};
+              `grad` = ||loss gradient of that step|| over the subset's (layer's) coordinates,
+              before the optimizer step, without weight decay (engine/tracking.py); absent
+              where not measured (step 0, a cancelled run's last record, old runs)
     eval      step, train_loss (mean minibatch loss since the last eval), eval_loss, eval_acc
     checkpoint step, path (relative to the run folder)
     end       step, status (completed | cancelled | failed), error (when failed)

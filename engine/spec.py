@@ -15,9 +15,11 @@ import hashlib
 import json
 import os
 import re
+import itertools
+import math
 import sys
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -127,7 +129,11 @@ class PartitionSpec(_Section):
     )
     fraction: float = Field(0.5, ge=0, le=1, description="Share of each layer that is fixed.")
     include_fc: bool = Field(False, description="Partition FC layers too (false: they are wholly in `subset`).")
-    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed for the random strategies.")
+    seed: typing.Annotated[int, Field(ge=0, le=SEED_MAX)] | Literal["run"] = Field(
+        0,
+        description='Seed for the random strategies (0..2^32-1); "run": the run\'s own seed, so each run seed draws '
+        "a fresh partition (the same in every arm of a study for that seed).",
+    )
     layers: list[str] = Field(
         default_factory=list, max_length=MAX_LIST, description="Layer names fixed whole by the `layers` strategy."
     )
@@ -286,6 +292,9 @@ class ExperimentEntry(ExperimentSpec):
     base: str | None = Field(None, description="Name of the experiment this one inherits from.")
 
 
+MAX_SWEEP_CELLS = 64  # each cell is arms x seeds runs: a bound on what one typo can launch
+
+
 class StudyArm(_Section):
     """One arm of a study: an experiment, optionally with overrides of its own."""
 
@@ -313,6 +322,11 @@ class StudySpec(_Section):
         | typing.Annotated[list[typing.Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_SEEDS)]
     ) = Field(3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to every arm.")
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Dotted key -> values: every combination (a cell) is a sub-study of its own, with the cell's "
+        f"values set in every arm (at most {MAX_SWEEP_CELLS} cells).",
+    )
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -611,20 +625,42 @@ class Experiments:
         if seeds is not None:
             check_seed_count(seeds)
         seed_list = study.seed_list(seeds)
+        if study.sweep:
+            cells = []
+            for cell in sweep_cells(study.sweep, where):
+                label = ", ".join(f"{k}={json.dumps(v)}" for k, v in cell.items())
+                try:
+                    resolved = self._resolve_study(name, where, study, seed_list, overrides or {}, cell)
+                except SpecError as exc:
+                    raise SpecError("\n".join(f"{where}.sweep cell {label}: {line}" for line in str(exc).splitlines())) from None
+                cells.append(StudyCell(cell, resolved))
+            first = cells[0].study
+            return ResolvedStudy(name, study.description, first.reference, seed_list, {}, first.experiments, cells)
+        return self._resolve_study(name, where, study, seed_list, overrides or {}, {})
+
+    def _resolve_study(
+        self, name: str, where: str, study: StudySpec, seed_list: list[int], overrides: dict[str, Any],
+        cell: dict[str, Any],
+    ) -> ResolvedStudy:
+        """Every arm x seed of `study` with a sweep `cell`'s values, then the command line's
+        `overrides`, applied last."""
+        arms = study.arm_list()
+        labels = [arm.label for arm in arms]
         specs: dict[str, dict[int, ExperimentSpec]] = {}
         for index, arm in enumerate(arms):
             if arm.experiment not in self.entries:
                 raise SpecError(
                     f"{where}.arms: unknown experiment {arm.experiment!r}{_suggest(arm.experiment, self.names, 'known')}"
                 )
-            # Each override is blamed on where it was written: the study, the arm, the command line.
+            # Each override is blamed on where it was written: the study, the arm, the sweep, the command line.
             origins = {
                 **{key: f"{where}.set." for key in study.set},
                 **{key: f"{where}.arms.{index}.set." for key in arm.set},
-                **{key: "--set " for key in overrides or {}},
+                **{key: f"{where}.sweep." for key in cell},
+                **{key: "--set " for key in overrides},
             }
             first = self.resolve(
-                arm.experiment, {**study.set, **arm.set, **(overrides or {}), "seed": seed_list[0]}, origins=origins
+                arm.experiment, {**study.set, **arm.set, **cell, **overrides, "seed": seed_list[0]}, origins=origins
             )
             # The seeds of an arm differ only in `seed` (checked by StudySpec or check_seed_count),
             # so the other seeds copy the first one's spec instead of validating it again: a
@@ -698,7 +734,10 @@ class Experiments:
 
 @dataclass
 class ResolvedStudy:
-    """A study with every arm x seed resolved to a full spec."""
+    """A study with every arm x seed resolved to a full spec.
+
+    A study with a `sweep` has no specs of its own: each of its `cells` is a study resolved
+    with that cell's values (its reference and experiments are the first cell's)."""
 
     name: str
     description: str
@@ -706,10 +745,38 @@ class ResolvedStudy:
     seeds: list[int]
     specs: dict[str, dict[int, ExperimentSpec]]  # arm label -> seed -> spec
     experiments: dict[str, str]  # arm label -> experiment name
+    cells: list[StudyCell] = field(default_factory=list)
 
     @property
     def arms(self) -> list[str]:
-        return list(self.specs)
+        return list(self.specs) or (self.cells[0].study.arms if self.cells else [])
+
+
+@dataclass
+class StudyCell:
+    """One cell of a sweep: the values it sets, and the sub-study they make."""
+
+    set: dict[str, Any]
+    study: ResolvedStudy
+
+
+def sweep_cells(sweep: dict[str, list[Any]], where: str = "sweep") -> list[dict[str, Any]]:
+    """The cartesian product of a sweep's value lists, first key slowest; refuses unknown
+    keys, empty lists and more than MAX_SWEEP_CELLS cells."""
+    for key, values in sweep.items():
+        if key == "seed":
+            raise SpecError(f"{where}.sweep: 'seed' cannot be swept; a study's `seeds` already pairs the arms over seeds")
+        if key not in settable_keys():
+            raise SpecError(f"{where}.sweep: {key!r}: unknown key; allowed: {', '.join(settable_keys())}")
+        if not values:
+            raise SpecError(f"{where}.sweep.{key}: an empty list of values; give at least one value")
+    count = math.prod(len(values) for values in sweep.values())
+    if count > MAX_SWEEP_CELLS:
+        raise SpecError(
+            f"{where}.sweep: {count} cells (the product of its value lists) is more than the {MAX_SWEEP_CELLS} allowed; "
+            "sweep fewer values"
+        )
+    return [dict(zip(sweep, combination)) for combination in itertools.product(*sweep.values())]
 
 
 def settable_keys(model: type[BaseModel] = ExperimentSpec, prefix: str = "") -> list[str]:

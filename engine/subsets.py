@@ -57,8 +57,14 @@ def _group_tensors(layers: list[Layer], spec: PartitionSpec) -> set[str]:
     return {name for k in spec.groups for name in members[k]}
 
 
-def partition_masks(params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec) -> Masks:
-    """Masks for `subset` and `fixed` (complements of each other) over every parameter."""
+def partition_masks(
+    params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec, run_seed: int = 0
+) -> Masks:
+    """Masks for `subset` and `fixed` (complements of each other) over every parameter.
+
+    `run_seed` (the spec's `seed`) draws the random strategies' masks when `spec.seed` is
+    "run": each seed then tests another subset, and the arms of a study, which share their
+    seed and differ only in `freeze`, still track the same coordinates."""
     if spec.strategy == "layers":
         _check_layer_names(layers, spec)
     grouped = [layer.name for layer in layers if layer.groups > 1]
@@ -68,7 +74,7 @@ def partition_masks(params: dict[str, torch.Tensor], layers: list[Layer], spec: 
             "groups; use partition.strategy 'groups' or 'none'"
         )
     group_tensors = _group_tensors(layers, spec) if spec.strategy == "groups" else set()
-    generator = torch.Generator().manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(run_seed if spec.seed == "run" else spec.seed)
     fixed: dict[str, torch.Tensor] = {}
     for layer in layers:
         partitioned = layer.kind == "conv" or spec.include_fc or spec.strategy == "groups"

@@ -4,7 +4,8 @@ Read top to bottom: `prepare` does everything that can fail because of the spec 
 data, model, partition) before a single file is written; `train` runs the steps.
 
 Pairing: weights are initialised on the CPU from `seed`, the data order comes from its
-own generator seeded with `seed`, and masks come from `partition.seed`. `freeze` enters
+own generator seeded with `seed`, and masks come from `partition.seed` (or from `seed` when
+that is "run"). `freeze` enters
 none of these, so a frozen run and its baseline start from the same weights, see the
 same batches and track the same coordinates.
 """
@@ -29,6 +30,7 @@ from engine.ensemble import ensemble_logits, ensemble_loss
 from engine.events import EventWriter
 from engine.freezing import Freezer
 from engine.models import Layer, model_layers, param_count
+from engine.provenance import code_provenance
 from engine.pruning import prune_step, shrink_to_state, widths
 from engine.run_folder import RunFolder, failure_reason
 from engine.spec import ExperimentSpec, OptimizerSpec, SpecError
@@ -70,7 +72,7 @@ def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_
     built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
     model, spec = built.model, built.spec
     layers = model_layers(model)
-    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition)
+    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
     if spec.freeze and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
     notes = {**built.notes, "params": param_count(model)}
@@ -237,6 +239,7 @@ def train(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "subset_sizes": subset_sizes(prep.masks),
+            "provenance": code_provenance(),  # which engine code, git commit, torch and CUDA made this
             **prep.notes,
             # what pruning starts from (after a resume: the pruned model), charted over time
             **({"params": param_count(model), "widths": widths(model)} if pruning else {}),
@@ -286,6 +289,8 @@ def train(
             loss = training_loss(model(data.train_x[index]), data.train_y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if tracker and ((every and step % every == 0) or step == spec.train.steps):
+                tracker.measure_grad(step)  # this step will be recorded: its gradient, before the update
             optimizer.step()
             if freezer:
                 freezer.restore()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Input
 
+from engine.provenance import current_engine_hash
 from engine.run_folder import atomic_write_json
 from workbench.records import record_from_folder
 from workbench.store import Store
@@ -36,7 +37,7 @@ def movement(step: int, scale: float = 0.01) -> dict:
 
 
 def start(run_id: str, experiment: str, step: int = 0, **extra) -> dict:
-    return {"type": "start", "step": step, "run_id": run_id, "experiment": experiment, "digest": "d", "device": "cpu",
+    return {"type": "start", "provenance": {"engine_hash": current_engine_hash()}, "step": step, "run_id": run_id, "experiment": experiment, "digest": "d", "device": "cpu",
             "pid": 1, "host": socket.gethostname(), "time": time.time(), "subset_sizes": {"subset": 10, "fixed": 10}, **extra}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable
 
+from engine.provenance import current_engine_hash
 from engine.run_folder import atomic_write_json
 from workbench.records import record_from_folder
 from workbench.store import Store
@@ -39,7 +40,7 @@ def make_run(logs: Path, run_id: str, experiment: str, created: float, **spec_ch
     atomic_write_json(folder / "launch.json", {"pid": 1, "host": socket.gethostname(), "submitted": created,
                                                "experiment": experiment})
     events = [{"type": "queued", "time": created},
-              {"type": "start", "step": 0, "run_id": run_id, "experiment": experiment, "digest": "d", "device": "cpu",
+              {"type": "start", "provenance": {"engine_hash": current_engine_hash()}, "step": 0, "run_id": run_id, "experiment": experiment, "digest": "d", "device": "cpu",
                "pid": 1, "host": socket.gethostname(), "time": created, "subset_sizes": {"subset": 10, "fixed": 10}},
               movement(0), movement(50), movement(100),
               {"type": "eval", "step": 50, "train_loss": 2.0, "eval_loss": 1.9, "eval_acc": 0.3},

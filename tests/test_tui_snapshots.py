@@ -17,6 +17,7 @@ from types import SimpleNamespace
 import pytest
 from textual.widgets import DataTable, Input
 
+from engine.provenance import current_engine_hash
 from engine.run_folder import atomic_write_json
 from engine.spec import Experiments
 from workbench.records import record_from_folder
@@ -56,7 +57,7 @@ def make_run(logs: Path, run_id: str, arm: str, seed: int, scale: float, created
     atomic_write_json(folder / "launch.json", {"pid": 1, "host": socket.gethostname(), "submitted": created,
                                                "experiment": arm})
     events = [{"type": "queued", "time": created},
-              {"type": "start", "step": 0, "run_id": run_id, "experiment": arm, "digest": "d", "device": "cpu",
+              {"type": "start", "provenance": {"engine_hash": current_engine_hash()}, "step": 0, "run_id": run_id, "experiment": arm, "digest": "d", "device": "cpu",
                "pid": 1, "host": socket.gethostname(), "time": created, "subset_sizes": {"subset": 156, "fixed": 155}}]
     for step in STEPS:
         events.append(movement(step, scale))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, Static
 
+from engine.provenance import current_engine_hash
 from engine.run_folder import atomic_write_json
 from engine.spec import Experiments
 from workbench.records import record_from_folder
@@ -46,7 +47,7 @@ def make_study_run(logs: Path, run_id: str, study: str, arm: str, seed: int, sca
     atomic_write_json(folder / "launch.json", {"pid": 1, "host": socket.gethostname(), "submitted": now,
                                                "experiment": resolved.experiments[arm]})
     events = [{"type": "queued", "time": now},
-              {"type": "start", "step": 0, "run_id": run_id, "experiment": resolved.experiments[arm], "digest": "d",
+              {"type": "start", "provenance": {"engine_hash": current_engine_hash()}, "step": 0, "run_id": run_id, "experiment": resolved.experiments[arm], "digest": "d",
                "device": "cpu", "pid": 1, "host": socket.gethostname(), "time": now}]
     events += [movement(step, scale) for step in STEPS]
     events += [{"type": "eval", "step": 100, "train_loss": 1.0, "eval_loss": 1.0, "eval_acc": 0.5},

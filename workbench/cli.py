@@ -398,6 +398,40 @@ def _resolve_study(experiments: Path, name: str, seeds: int | None, set_: list[s
     return Experiments.load(experiments).study(name, seeds, dict(parse_override(item) for item in set_ or []))
 
 
+ReuseAnyCode = Annotated[
+    bool,
+    typer.Option(
+        "--reuse-any-code",
+        help="Re-use runs whatever engine code made them (default: only runs of this engine's code, by its hash).",
+    ),
+]
+
+
+def _cell_label(values: dict) -> str:
+    return ", ".join(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+def _study_verdict(resolved, found: list, any_code: bool) -> dict:
+    """The verdict of a study (one per cell for a sweep), noting when --reuse-any-code let in
+    runs of any engine code."""
+    from workbench.study import code_note
+    from workbench.sweep import sweep_verdict
+    from workbench.verdict import study_verdict
+
+    if resolved.cells:
+        verdict = sweep_verdict(resolved, [f.runs for f in found])
+        verdicts = [verdict] + [cell["verdict"] for cell in verdict["cells"]]
+    else:
+        verdict = study_verdict(resolved.name, found[0].runs, resolved.reference)
+        verdicts = [verdict]
+    if any_code:
+        note = code_note({f"{i} {arm}": seeds for i, f in enumerate(found) for arm, seeds in f.records().items()})
+        for each in verdicts:
+            each["reuse_any_code"] = True
+            each.setdefault("notes", []).append(note)
+    return verdict
+
+
 @app.command()
 @friendly
 def study(
@@ -407,34 +441,45 @@ def study(
     max_per_device: MaxPerDevice = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
+    reuse_any_code: ReuseAnyCode = False,
     as_json: AsJson = False,
 ) -> None:
-    """Run (or re-use) every arm x seed of a study, wait, and print the verdict."""
+    """Run (or re-use) every arm x seed of a study (of every cell of a sweep), wait, and print the verdict."""
     from workbench.progress import follow_runs
     from workbench.study import check_completed, gather
-    from workbench.verdict import study_verdict, verdict_table
+    from workbench.sweep import grid_table
+    from workbench.verdict import verdict_table
 
     resolved = _resolve_study(experiments, name, seeds, set_)
-    found = gather(resolved, logs_dir, launch=True, max_per_device=max_per_device)
+    parts = [cell.study for cell in resolved.cells] or [resolved]
+    found = [gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code) for part in parts]
     study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
+    cells = f" x {len(parts)} sweep cells" if resolved.cells else ""
     stderr.print(
-        f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds; "
-        f"re-using {len(found.reused)} runs, submitted {len(found.submitted)}",
+        f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds{cells}; "
+        f"re-using {sum(len(f.reused) for f in found)} runs, submitted {sum(len(f.submitted) for f in found)}",
         highlight=False,
     )
-    labels = {f"{arm} seed {seed}": path for arm, seeds_ in found.runs.items() for seed, path in seeds_.items()}
+    labels = {}
+    for cell, f in zip(resolved.cells or [None], found):
+        where = f" ({_cell_label(cell.set)})" if cell else ""
+        for arm, seeds_ in f.runs.items():
+            for seed, path in seeds_.items():
+                if path not in labels.values():  # cells that share a run (same digest) follow it once
+                    labels[f"{arm} seed {seed}{where}"] = path
     try:
         follow_runs(labels, stderr)
     except KeyboardInterrupt:
         typer.echo(f"stopped watching; the runs go on in the background. `workbench study {name}` picks them up.", err=True)
         raise typer.Exit(130) from None
-    check_completed(resolved, found.records())
-    verdict = study_verdict(name, found.runs, resolved.reference)
+    for part, f in zip(parts, found):
+        check_completed(part, f.records())
+    verdict = _study_verdict(resolved, found, reuse_any_code)
     _store_runs(logs_dir)  # the index gets the finished runs' figures
     if as_json:
         typer.echo(json.dumps(verdict))
     else:
-        stdout.print(verdict_table(verdict))
+        stdout.print(grid_table(verdict) if resolved.cells else verdict_table(verdict))
 
 
 @app.command()
@@ -448,22 +493,33 @@ def report(
     ] = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
+    reuse_any_code: ReuseAnyCode = False,
 ) -> None:
-    """Write a markdown report with plots for a study whose runs have finished."""
+    """Write a markdown report with plots for a study whose runs have finished (a sweep: a heatmap and a report per cell)."""
     from workbench.report import write_report
     from workbench.study import check_completed, gather
-    from workbench.verdict import study_verdict
+    from workbench.sweep import write_sweep_report
 
     seeds, set_ = study_memory.report_options(logs_dir, name, seeds, set_, lambda line: typer.echo(line, err=True))
     resolved = _resolve_study(experiments, name, seeds, set_)
-    found = gather(resolved, logs_dir, launch=False)
-    if found.missing:
-        missing = ", ".join(f"{arm} seed {seed}" for arm, seed in found.missing)
+    parts = [cell.study for cell in resolved.cells] or [resolved]
+    found = [gather(part, logs_dir, launch=False, any_code=reuse_any_code) for part in parts]
+    missing = [
+        f"{arm} seed {seed}" + (f" ({_cell_label(cell.set)})" if cell else "")
+        for cell, f in zip(resolved.cells or [None], found) for arm, seed in f.missing
+    ]
+    if missing:
+        code = "" if reuse_any_code else " by this engine code (--reuse-any-code: by any)"
         hint = study_memory.missing_hint(logs_dir, name, seeds, set_)
-        raise SpecError(f"study {name!r} has no runs yet for {missing}; {hint}")
-    check_completed(resolved, found.records())
-    verdict = study_verdict(name, found.runs, resolved.reference)
-    path = write_report(verdict, found.runs, output or logs_dir / "reports" / name)
+        raise SpecError(f"study {name!r} has no runs{code} yet for {', '.join(missing)}; {hint}")
+    for part, f in zip(parts, found):
+        check_completed(part, f.records())
+    verdict = _study_verdict(resolved, found, reuse_any_code)
+    out = output or logs_dir / "reports" / name
+    if resolved.cells:
+        path = write_sweep_report(verdict, [f.runs for f in found], out)
+    else:
+        path = write_report(verdict, found[0].runs, out)
     typer.echo(str(path.resolve()))
 
 
@@ -482,10 +538,18 @@ def show(
     # The folder is the truth: a file damaged since the index was written shows as corrupt here.
     record = record_from_folder(folder.path) or record
     spec, summary = unless_corrupt(folder.spec), unless_corrupt(folder.summary)
+    from engine.events import iter_events
+    from engine.provenance import describe
+
+    # the code that made the run, from its first start (a resume's may differ: record["engine"] says "mixed")
+    provenance = next(iter_events(folder.events_path, "start"), {}).get("provenance")
     if as_json:
-        typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary}))
+        typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary, "provenance": provenance}))
         return
     stdout.print(tables.record_header(record, spec or {}))
+    code, versions = describe(provenance)
+    mixed = " [red](resumed under other engine code)[/red]" if record.get("engine") == "mixed" else ""
+    stdout.print(f"[bold]code[/bold]        {code}{mixed}\n[bold]versions[/bold]    {versions}", highlight=False)
     if summary:
         stdout.print(tables.run_detail(summary, folder))
 

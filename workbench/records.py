@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EVENTS_FILE, read_events, survives_resume
+from engine.provenance import run_engine_hash
 from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
@@ -184,6 +185,7 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         "experiment": start.get("experiment", launch.get("experiment")),
         "status": status,
         "digest": start.get("digest") or launch.get("digest"),
+        "engine": run_engine_hash(first_start, start, launch),  # studies re-use runs of this code only
         "device": start.get("device", spec.get("device")),
         "pid": (beat or {}).get("pid") or start.get("pid") or launch.get("pid"),
         "host": (beat or {}).get("host") or start.get("host") or launch.get("host"),

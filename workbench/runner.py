@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.events import EventWriter
+from engine.provenance import current_engine_hash
 from engine.run_folder import RunFolder, atomic_write_json, read_json
 from engine.spec import ExperimentSpec, SpecError
 from workbench.heartbeat import HEARTBEAT_FILE
@@ -105,6 +106,7 @@ def _launch(
             {
                 "experiment": experiment,
                 "digest": ExperimentSpec.model_validate(folder.spec()).digest(),
+                "engine_hash": current_engine_hash(),  # a queued run's code, before its start event says
                 "submitted": launch.get("submitted", submitted),  # a resume keeps the run's place in time
                 "launched": submitted,
                 "pid": launched.pid,

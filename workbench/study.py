@@ -5,6 +5,11 @@ already in the store is the same computation, so a completed one is re-used and 
 or running one is waited for instead of started twice; a cancelled, failed or lost one
 is replaced. So `workbench study NAME` can be run again at any time (after Ctrl-C, a
 dropped connection, or with more seeds) and only does what is missing.
+
+Same digest is not enough: the run must also have been made by this engine code (its
+engine hash, engine/provenance.py), or a study could pair runs of two versions of the
+training loop. Runs of other or unknown code (made before provenance was recorded) are
+re-used only with `any_code` (`--reuse-any-code`).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.provenance import current_engine_hash
 from engine.spec import ExperimentSpec, ResolvedStudy, SpecError
 from workbench.records import ACTIVE, CORRUPT, record_from_folder
 from workbench.runner import refresh_active, resolve_spec_device, submit
@@ -34,12 +40,16 @@ class StudyRuns:
         return {arm: {seed: record_from_folder(path) for seed, path in seeds.items()} for arm, seeds in self.runs.items()}
 
 
-def _usable_runs(logs_dir: Path) -> dict[str, dict]:
-    """digest -> the best run with that digest that is done or on its way."""
+def _usable_runs(logs_dir: Path, any_code: bool) -> dict[str, dict]:
+    """digest -> the best run with that digest that is done or on its way (made by this
+    engine code, unless `any_code`)."""
     best: dict[str, dict] = {}
+    engine = current_engine_hash()
     for record in refresh_active(Store(logs_dir)):
         digest, status = record.get("digest"), record.get("status")
         if not digest or status not in PREFERENCE or not Path(record.get("run_dir", "")).is_dir():
+            continue
+        if not any_code and record.get("engine") != engine:
             continue
         current = best.get(digest)
         if current is None or PREFERENCE[status] < PREFERENCE[current["status"]]:
@@ -47,10 +57,13 @@ def _usable_runs(logs_dir: Path) -> dict[str, dict]:
     return best
 
 
-def gather(study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device: int | None = None) -> StudyRuns:
-    """Match every arm x seed to a run; with `launch`, submit the missing ones."""
+def gather(
+    study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device: int | None = None, any_code: bool = False
+) -> StudyRuns:
+    """Match every arm x seed to a run; with `launch`, submit the missing ones. `any_code`:
+    re-use runs whatever engine code made them (the spec digest alone decides)."""
     specs = {arm: {seed: resolve_spec_device(spec) for seed, spec in seeds.items()} for arm, seeds in study.specs.items()}
-    usable = _usable_runs(logs_dir)
+    usable = _usable_runs(logs_dir, any_code)
     if launch:  # all or nothing: every run to be queued is checked before the first is
         from engine.preflight import preflight
 
@@ -96,3 +109,12 @@ def check_completed(study: ResolvedStudy, records: dict[str, dict[int, dict]]) -
             f"study {study.name!r} has runs that did not complete: {'; '.join(bad)}; "
             f"`workbench resume RUN_ID` them or run `workbench study {study.name}` again to replace them"
         )
+
+
+def code_note(records: dict[str, dict[int, dict]]) -> str:
+    """What the report and the verdict say when --reuse-any-code let runs of any engine code in."""
+    engines = sorted({r.get("engine") or "unknown" for seeds in records.values() for r in seeds.values()})
+    return (
+        "--reuse-any-code: runs were re-used whatever engine code made them; engine hashes among "
+        f"these runs: {', '.join(engines)}"
+    )

@@ -13,7 +13,10 @@ the CLI and this screen re-use the same runs). Of several matches the best is sh
 completed, then running, then queued (gather's preference), then a failed/cancelled/lost
 one (which `workbench study` would replace), newest first. One difference is left: with
 device "auto" a run on another device than this machine would pick is shown here, while
-`workbench study` on this machine would compute it again.
+`workbench study` on this machine would compute it again. As in gather, a run counts only
+when this engine code made it (its record's engine hash, engine/provenance.py).
+
+A study with a sweep is listed with a pointer to `workbench study NAME`, which shows its grid.
 
 All reading happens in a thread worker every POLL_SECONDS (PollingScreen); a completed
 study's verdict is computed once per set of run folders and cached (completed runs do not
@@ -36,6 +39,7 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
+from engine.provenance import current_engine_hash
 from engine.run_folder import read_json
 from engine.spec import Experiments, ResolvedStudy
 from workbench.runner import refresh_active
@@ -74,6 +78,7 @@ class StudyState:
     runs: dict[str, dict[int, dict[str, Any] | None]] = field(default_factory=dict)  # arm -> seed -> record
     verdict: dict[str, Any] | None = None
     error: str = ""
+    note: str = ""  # shown instead of runs and verdict (a sweep's cells live in the CLI)
 
     def records(self) -> list[dict[str, Any] | None]:
         return [record for seeds in self.runs.values() for record in seeds.values()]
@@ -123,6 +128,8 @@ class StudyMatcher:
     def runs_arm(self, record: dict[str, Any], wanted: dict[str, Any]) -> bool:
         """Whether `record` is a run of the resolved arm spec `wanted` (as the digest says)."""
         auto = wanted.get("device") == "auto"
+        if record.get("engine") != current_engine_hash():  # made by other (or unknown) engine code
+            return False
         spec = self.spec_of(record)
         return spec is not None and comparable(spec, auto) == comparable(wanted, auto)
 
@@ -168,6 +175,10 @@ class StudyMatcher:
                 resolved = catalog.study(name)
                 state.description, state.reference = resolved.description, resolved.reference
                 state.arms, state.seeds = resolved.arms, list(resolved.seeds)
+                if resolved.cells:
+                    state.note = f"sweep of {len(resolved.cells)} cells: see `workbench study {name}`"
+                    states.append(state)
+                    continue
                 state.runs = self.match(resolved, records)
                 if state.complete:
                     state.verdict = self.verdict(state, resolved)
@@ -190,6 +201,8 @@ LIST_COLUMNS = (("study", "study"), ("arms", "arms"), ("seeds", "seeds"), ("runs
 def list_cells(state: StudyState) -> list[Any]:
     if state.error:
         return [state.name, Text("error", style="red"), "-", "-", "-", "-"]
+    if state.note:
+        return [state.name, ", ".join(state.arms), str(len(state.seeds)), Text("sweep", style="dim"), "-", "-"]
     done = state.count("completed")
     return [
         state.name,
@@ -301,8 +314,8 @@ class StudiesScreen(PollingScreen):
                 widget.display = False
             return
         text = Text.assemble((state.name, "bold"), "  ")
-        if state.error:
-            header.update(text.append(state.error, style="red"))
+        if state.error or state.note:
+            header.update(text.append(state.error or state.note, style="red" if state.error else ""))
             for widget in (runs, answer, verdict_table, chart):
                 widget.display = False
             return
