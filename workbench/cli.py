@@ -509,9 +509,9 @@ def report(
         for cell, f in zip(resolved.cells or [None], found) for arm, seed in f.missing
     ]
     if missing:
-        code = "" if reuse_any_code else " by this engine code (--reuse-any-code: by any)"
+        code = "" if reuse_any_code else " (made by this engine code; --reuse-any-code accepts any)"
         hint = study_memory.missing_hint(logs_dir, name, seeds, set_)
-        raise SpecError(f"study {name!r} has no runs{code} yet for {', '.join(missing)}; {hint}")
+        raise SpecError(f"study {name!r} has no runs yet for {', '.join(missing)}{code}; {hint}")
     for part, f in zip(parts, found):
         check_completed(part, f.records())
     verdict = _study_verdict(resolved, found, reuse_any_code)
