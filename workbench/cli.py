@@ -547,7 +547,7 @@ def show(
         typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary, "provenance": provenance}))
         return
     stdout.print(tables.record_header(record, spec or {}))
-    code, versions = describe(provenance)
+    code, versions = describe(provenance) if provenance or record.get("status") != "queued" else ("not started yet", "-")
     mixed = " [red](resumed under other engine code)[/red]" if record.get("engine") == "mixed" else ""
     stdout.print(f"[bold]code[/bold]        {code}{mixed}\n[bold]versions[/bold]    {versions}", highlight=False)
     if summary:
