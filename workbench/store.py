@@ -75,15 +75,18 @@ def parse_index(raw: bytes, path: Path) -> dict[str, Any] | None:
     return data
 
 
-def run_folder_ids(logs_dir: Path) -> set[str]:
-    """The ids of the run folders in `logs_dir` (folders with an 8-character name and a spec)."""
+def run_folder_ids(logs_dir: Path, known: set[str] = frozenset()) -> set[str]:
+    """The ids of the run folders in `logs_dir` (an 8-character name and a spec.json), other
+    than `known` ones: those are taken on trust, so a store of thousands of runs costs one
+    directory listing per operation, not one stat per run."""
     try:
         entries = list(os.scandir(logs_dir))
     except FileNotFoundError:
         return set()
     return {
         e.name for e in entries
-        if len(e.name) == ID_LENGTH and e.is_dir() and os.path.exists(os.path.join(e.path, "spec.json"))
+        if len(e.name) == ID_LENGTH and e.name not in known and e.is_dir()
+        and os.path.exists(os.path.join(e.path, "spec.json"))
     }
 
 
@@ -208,7 +211,7 @@ class Store:
         data = data or {}
         runs = data.setdefault(TABLE, {})
         known = {record["run_id"] for record in runs.values()}
-        missing = run_folder_ids(self.logs_dir) - known
+        missing = run_folder_ids(self.logs_dir, known)
         if not missing and reason is None:
             return data
         added = records_of(self.logs_dir, missing)
