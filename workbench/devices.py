@@ -61,18 +61,6 @@ def has_mps() -> bool:
     return sys.platform == "darwin" and platform.machine() == "arm64"
 
 
-def available_devices() -> list[DeviceChoice]:
-    """auto, cpu, every CUDA GPU nvidia-smi reports, and mps on Apple silicon."""
-    choices = [
-        DeviceChoice("auto", "auto  (first GPU if any, else CPU)"),
-        DeviceChoice("cpu", "cpu"),
-        *cuda_devices(),
-    ]
-    if has_mps():
-        choices.append(DeviceChoice("mps", "mps  (Apple GPU)"))
-    return choices
-
-
 @functools.cache  # one probe per process: GPUs do not come and go while a study is matched
 def auto_device() -> str:
     """What "auto" most likely becomes on this machine (engine.devices.resolve_device's order:
