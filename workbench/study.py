@@ -51,12 +51,13 @@ class RunKeys:
         self._keys: dict[str, tuple[str, str] | None] = {}
 
     def key(self, record: dict) -> tuple[str, str] | None:
+        """None when the spec cannot be read (corrupt, or not a spec this code reads)."""
         run_dir = record.get("run_dir") or ""
         if run_dir not in self._keys:
             spec = read_json(Path(run_dir) / "spec.json") if run_dir else None
             try:
                 parsed = ExperimentSpec.model_validate(spec) if isinstance(spec, dict) else None
-            except ValueError:  # a spec this code cannot read is no run of any of its studies
+            except ValueError:
                 parsed = None
             self._keys[run_dir] = (device_free_digest(parsed), parsed.device) if parsed else None
         return self._keys[run_dir]
@@ -80,14 +81,21 @@ def match_runs(
     device (each records the one it ran on); other devices must be equal. Of several: completed,
     then running, then queued (RANK), then a failed/cancelled/lost one (which `study` replaces);
     then one on the device "auto" picks here (workbench.devices.auto_device); then the newest.
+    A run whose spec.json cannot be read matches by the digest and device its record kept, so
+    that `study` and `report` name it corrupt instead of passing it over.
     """
     keys = keys or RunKeys()
     engine = current_engine_hash()
     by_digest: dict[str, list[tuple[str, dict]]] = {}
+    unreadable: list[dict] = []  # spec.json corrupt: matched by the digest its record kept, to be named corrupt
     for record in records:
-        key = keys.key(record) if any_code or record.get("engine") == engine else None
+        if not any_code and record.get("engine") != engine:
+            continue
+        key = keys.key(record)
         if key is not None:
             by_digest.setdefault(key[0], []).append((key[1], record))
+        elif record.get("digest") and record.get("device"):
+            unreadable.append(record)
 
     def rank(found: tuple[str, dict]) -> tuple[int, bool, float]:
         device, record = found
@@ -99,6 +107,8 @@ def match_runs(
         for seed, spec in seeds.items():
             wanted = named_device(spec.device)
             found = [f for f in by_digest.get(device_free_digest(spec), []) if wanted in ("auto", f[0])]
+            found += [(r["device"], r) for r in unreadable if wanted in ("auto", r["device"])
+                      and spec.model_copy(update={"device": r["device"]}).digest() == r["digest"]]
             matched[arm][seed] = min(found, key=rank)[1] if found else None
     return matched
 
@@ -128,7 +138,8 @@ def gather(
     usable = {(arm, seed): r for arm, seeds in matched.items() for seed, r in seeds.items() if r and r["status"] in RANK}
     specs = {arm: dict(seeds) for arm, seeds in study.specs.items()}
     for (arm, seed), record in usable.items():
-        specs[arm][seed] = specs[arm][seed].model_copy(update={"device": keys.key(record)[1]})
+        device = (keys.key(record) or (None, record["device"]))[1]
+        specs[arm][seed] = specs[arm][seed].model_copy(update={"device": device})
     if launch:  # all or nothing: every run to be queued is checked before the first is
         from engine.preflight import preflight
 
