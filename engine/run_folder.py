@@ -40,6 +40,7 @@ from engine.spec import SpecError
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 ID_LENGTH = 8
+LOG_FILE = "worker.log"  # the worker's stdout and stderr
 
 
 def _file_mode() -> int:
@@ -225,7 +226,7 @@ class RunFolder:
     checkpoints = property(lambda self: self.path / "checkpoints")
     train_state_path = property(lambda self: self.path / "checkpoints" / "train_state.pt")
     summary_path = property(lambda self: self.path / "summary.json")
-    log_path = property(lambda self: self.path / "worker.log")
+    log_path = property(lambda self: self.path / LOG_FILE)
 
     def checkpoint_path(self, name: str) -> Path:
         return self.checkpoints / f"{name}.pt"

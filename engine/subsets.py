@@ -15,9 +15,9 @@ import torch
 from engine.grouped import group_params
 from engine.models import Layer
 from engine.spec import PartitionSpec, SpecError
+from engine.vocabulary import SUBSETS  # noqa: F401  (re-exported: engine code imports it from here)
 
 Masks = dict[str, dict[str, torch.Tensor]]  # {"subset": {param: bool}, "fixed": {param: bool}}
-SUBSETS = ("subset", "fixed")
 
 
 def fixed_kernel_count(fraction: float, kernels: int) -> int:

@@ -29,8 +29,8 @@ import torch
 
 from engine.models import Layer
 from engine.subsets import SUBSETS, Masks
+from engine.vocabulary import METRICS
 
-METRICS = ("dist", "rel", "speed", "path", "cos")
 MAX_RUNS = 64  # more runs than this (scattered masks): gather coordinates into group order instead
 
 

@@ -215,3 +215,56 @@ def test_the_studies_screen_imports_no_torch():
     code = "import workbench.tui.screens.studies, sys; assert 'torch' not in sys.modules, 'torch imported'"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert done.returncode == 0, done.stderr
+
+
+MATCH_BOTH_WAYS = """
+import json, sys
+from pathlib import Path
+from engine.spec import Experiments
+from workbench.devices import auto_device
+from workbench.study import gather
+from workbench.tui.screens.studies import StudyMatcher
+experiments, logs = Path(sys.argv[1]), Path(sys.argv[2])
+states, _ = StudyMatcher(experiments, logs).poll()
+tui = {s.name: {arm: {str(seed): r and r["run_dir"] for seed, r in by.items()} for arm, by in s.runs.items()} for s in states}
+catalog = Experiments.load(experiments)
+cli = {}
+for name in catalog.studies:
+    found = gather(catalog.study(name), logs, launch=False)
+    cli[name] = {arm: {str(seed): None for seed in by} for arm, by in catalog.study(name).specs.items()}
+    for arm, by in found.runs.items():
+        cli[name][arm].update({str(seed): str(path) for seed, path in by.items()})
+print(json.dumps({"tui": tui, "cli": cli, "torch": "torch" in sys.modules, "here": auto_device()}))
+"""
+
+
+def test_the_cli_and_the_studies_screen_match_the_same_runs_without_torch(setup):
+    """One matcher: an "auto" arm's runs on two devices, a failed newer run and other engine
+    code give `study`/`report` (gather) and the screen the same runs, and neither imports torch."""
+    experiments, logs = setup
+    for run_id, source, device, status in (("gpus0000", "base0000", "cuda:0", "completed"),
+                                           ("fail0001", "half0001", "cpu", "failed")):
+        folder = logs / run_id
+        folder.mkdir()
+        for name in ("spec.json", "launch.json", "summary.json"):
+            (folder / name).write_bytes((logs / source / name).read_bytes())
+        spec = json.loads((folder / "spec.json").read_text())
+        atomic_write_json(folder / "spec.json", {**spec, "device": device})
+        launch = json.loads((folder / "launch.json").read_text())
+        atomic_write_json(folder / "launch.json", {**launch, "submitted": launch["submitted"] + 60})  # newer
+        lines = (logs / source / "events.jsonl").read_text().splitlines()
+        lines[-1] = json.dumps({"type": "end", "step": 100, "status": status, **({"error": "boom"} if status == "failed" else {})})
+        (folder / "events.jsonl").write_text("\n".join(lines) + "\n")
+        Store(logs).put(record_from_folder(folder))
+    done = subprocess.run([sys.executable, "-c", MATCH_BOTH_WAYS, str(experiments), str(logs)],
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=300)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert not seen["torch"], "matching imported torch"
+    assert seen["cli"] == seen["tui"]
+    pair = {arm: {seed: path and Path(path).name for seed, path in by.items()} for arm, by in seen["cli"]["pair"].items()}
+    # both devices' runs are runs of the "auto" arm: the one on the device "auto" picks here wins
+    assert pair["baseline"]["0"] == ("base0000" if seen["here"] == "cpu" else "gpus0000")
+    # the failed run is newer, but a completed run is preferred over it
+    assert pair["half-fixed"]["1"] == "half0001"
+    assert seen["cli"]["longer"]["baseline"] == {"0": str((logs / "long0000").resolve()), "1": None}

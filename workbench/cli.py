@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
@@ -272,13 +272,19 @@ def submit(
 
     preflight(specs, logs_dir)  # what the workers would fail on, told now, before any folder
     folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device) for spec in specs]
-    ids = [folder.run_id for folder in folders]
+    _print_queued([(folder, f"{name}, seed {spec.seed}, {spec.device}") for folder, spec in zip(folders, specs)], as_json)
+
+
+def _print_queued(queued: list[tuple[Any, str]], as_json: bool) -> None:
+    """What `submit` and `fuse` print: the run ids as JSON, or a line per queued run (its
+    folder, and what it is) and how to follow them."""
+    ids = [folder.run_id for folder, _ in queued]
     if as_json:
         typer.echo(json.dumps({"run_ids": ids}))
-    else:
-        for folder, spec in zip(folders, specs):
-            typer.echo(f"queued {folder.run_id} ({name}, seed {spec.seed}, {spec.device}): {folder.path}")
-        typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {ids[0]}", err=True)
+        return
+    for folder, what in queued:
+        typer.echo(f"queued {folder.run_id} ({what}): {folder.path}")
+    typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {ids[0]}", err=True)
 
 
 @app.command()
@@ -314,11 +320,7 @@ def fuse(
 
     preflight([spec], logs_dir)  # e.g. a member with no final checkpoint yet: refused now, not failed later
     folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device)
-    if as_json:
-        typer.echo(json.dumps({"run_ids": [folder.run_id]}))
-    else:
-        typer.echo(f"queued {folder.run_id} ({name} of {', '.join(m['run_id'] for m in members)}, {spec.device}): {folder.path}")
-        typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {folder.run_id}", err=True)
+    _print_queued([(folder, f"{name} of {', '.join(m['run_id'] for m in members)}, {spec.device}")], as_json)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from typing import Any
 from engine.events import EVENTS_FILE, read_events, survives_resume
 from engine.provenance import run_engine_hash
 from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
+from engine.vocabulary import METRICS, SUBSETS
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 
@@ -43,8 +44,8 @@ def summary_figures(summary: dict[str, Any] | None) -> dict[str, Any]:
         "eval_loss": _figure(summary, "final", "eval_loss"),
         "train_loss": _figure(summary, "final", "train_loss"),
     }
-    for subset in ("subset", "fixed"):
-        for metric in ("dist", "rel", "speed", "path", "cos"):
+    for subset in SUBSETS:
+        for metric in METRICS:
             figures[f"{subset}_{metric}"] = _figure(summary, "movement", subset, metric)
     return figures
 

@@ -10,6 +10,12 @@ Same digest is not enough: the run must also have been made by this engine code 
 engine hash, engine/provenance.py), or a study could pair runs of two versions of the
 training loop. Runs of other or unknown code (made before provenance was recorded) are
 re-used only with `any_code` (`--reuse-any-code`).
+
+Matching (match_runs) is torch-free and shared with the Studies screen. The digest covers the
+concrete device, but turning an arm's "auto" into one needs torch; so a run is keyed by its
+digest with the device left out, plus the device it records. An "auto" arm matches its runs
+on any device (preferring the one "auto" picks here); only a run to be submitted is resolved
+(with torch), so submitted specs and their digests are as before.
 """
 
 from __future__ import annotations
@@ -18,19 +24,100 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.provenance import current_engine_hash
+from engine.run_folder import read_json
 from engine.spec import ExperimentSpec, ResolvedStudy, SpecError
+from workbench.devices import auto_device
 from workbench.records import ACTIVE, CORRUPT, record_from_folder
 from workbench.runner import refresh_active, resolve_spec_device, submit
 from workbench.store import Store
 
-PREFERENCE = {"completed": 0, "running": 1, "queued": 2}  # which of several same-digest runs to use
+RANK = {"completed": 0, "running": 1, "queued": 2}  # runs done or on their way, best first; any other ranks after
+
+
+def device_free_digest(spec: ExperimentSpec) -> str:
+    """The digest with the device left out: "auto" becomes a concrete device only where a run
+    starts, and resolving it needs torch, which matching must not import."""
+    return spec.model_copy(update={"device": "auto"}).digest()
+
+
+def named_device(device: str) -> str:
+    return "cuda:0" if device == "cuda" else device  # as torch names it, and so spec.json
+
+
+class RunKeys:
+    """Each run's (device-free digest, device), from its spec.json read once (it never changes)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, tuple[str, str] | None] = {}
+
+    def key(self, record: dict) -> tuple[str, str] | None:
+        """None when the spec cannot be read (corrupt, or not a spec this code reads)."""
+        run_dir = record.get("run_dir") or ""
+        if run_dir not in self._keys:
+            spec = read_json(Path(run_dir) / "spec.json") if run_dir else None
+            try:
+                parsed = ExperimentSpec.model_validate(spec) if isinstance(spec, dict) else None
+            except ValueError:
+                parsed = None
+            self._keys[run_dir] = (device_free_digest(parsed), parsed.device) if parsed else None
+        return self._keys[run_dir]
+
+
+def stored_runs(logs_dir: Path) -> list[dict]:
+    """The store's records whose folders exist (nothing run yet: do not create the folder by looking)."""
+    if not Path(logs_dir).is_dir():
+        return []
+    return [r for r in refresh_active(Store(logs_dir)) if Path(r.get("run_dir") or "").is_dir()]
+
+
+def match_runs(
+    study: ResolvedStudy, records: list[dict], *, any_code: bool = False, keys: RunKeys | None = None
+) -> dict[str, dict[int, dict | None]]:
+    """arm -> seed -> the best run of that arm x seed's spec, or None; torch-free, used by
+    `study`, `report` and the Studies screen alike.
+
+    A run matches when its spec has the arm spec's digest (the same computation), and was
+    made by this engine code unless `any_code`. An arm on device "auto" matches runs on any
+    device (each records the one it ran on); other devices must be equal. Of several: completed,
+    then running, then queued (RANK), then a failed/cancelled/lost one (which `study` replaces);
+    then one on the device "auto" picks here (workbench.devices.auto_device); then the newest.
+    A run whose spec.json cannot be read matches by the digest and device its record kept, so
+    that `study` and `report` name it corrupt instead of passing it over.
+    """
+    keys = keys or RunKeys()
+    engine = current_engine_hash()
+    by_digest: dict[str, list[tuple[str, dict]]] = {}
+    unreadable: list[dict] = []  # spec.json corrupt: matched by the digest its record kept, to be named corrupt
+    for record in records:
+        if not any_code and record.get("engine") != engine:
+            continue
+        key = keys.key(record)
+        if key is not None:
+            by_digest.setdefault(key[0], []).append((key[1], record))
+        elif record.get("digest") and record.get("device"):
+            unreadable.append(record)
+
+    def rank(found: tuple[str, dict]) -> tuple[int, bool, float]:
+        device, record = found
+        return RANK.get(record.get("status") or "", len(RANK)), device != auto_device(), -(record.get("created") or 0)
+
+    matched: dict[str, dict[int, dict | None]] = {}
+    for arm, seeds in study.specs.items():
+        matched[arm] = {}
+        for seed, spec in seeds.items():
+            wanted = named_device(spec.device)
+            found = [f for f in by_digest.get(device_free_digest(spec), []) if wanted in ("auto", f[0])]
+            found += [(r["device"], r) for r in unreadable if wanted in ("auto", r["device"])
+                      and spec.model_copy(update={"device": r["device"]}).digest() == r["digest"]]
+            matched[arm][seed] = min(found, key=rank)[1] if found else None
+    return matched
 
 
 @dataclass
 class StudyRuns:
     study: ResolvedStudy
     runs: dict[str, dict[int, Path]]  # arm -> seed -> run folder
-    specs: dict[str, dict[int, ExperimentSpec]]  # with concrete devices
+    specs: dict[str, dict[int, ExperimentSpec]]  # with the device each run has ("auto" left for a missing one)
     reused: list[str] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)
     missing: list[tuple[str, int]] = field(default_factory=list)
@@ -40,44 +127,41 @@ class StudyRuns:
         return {arm: {seed: record_from_folder(path) for seed, path in seeds.items()} for arm, seeds in self.runs.items()}
 
 
-def _usable_runs(logs_dir: Path, any_code: bool) -> dict[str, dict]:
-    """digest -> the best run with that digest that is done or on its way (made by this
-    engine code, unless `any_code`)."""
-    best: dict[str, dict] = {}
-    engine = current_engine_hash()
-    for record in refresh_active(Store(logs_dir)):
-        digest, status = record.get("digest"), record.get("status")
-        if not digest or status not in PREFERENCE or not Path(record.get("run_dir", "")).is_dir():
-            continue
-        if not any_code and record.get("engine") != engine:
-            continue
-        current = best.get(digest)
-        if current is None or PREFERENCE[status] < PREFERENCE[current["status"]]:
-            best[digest] = record
-    return best
-
-
 def gather(
     study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device: int | None = None, any_code: bool = False
 ) -> StudyRuns:
-    """Match every arm x seed to a run; with `launch`, submit the missing ones. `any_code`:
-    re-use runs whatever engine code made them (the spec digest alone decides)."""
-    specs = {arm: {seed: resolve_spec_device(spec) for seed, spec in seeds.items()} for arm, seeds in study.specs.items()}
-    usable = _usable_runs(logs_dir, any_code)
+    """Match every arm x seed to a run (match_runs); with `launch`, submit the missing ones
+    (their device made concrete, which imports torch). `any_code`: re-use runs whatever engine
+    code made them (the spec digest alone decides)."""
+    keys = RunKeys()
+    matched = match_runs(study, stored_runs(logs_dir), any_code=any_code, keys=keys)
+    usable = {(arm, seed): r for arm, seeds in matched.items() for seed, r in seeds.items() if r and r["status"] in RANK}
+    specs = {arm: dict(seeds) for arm, seeds in study.specs.items()}
+    for (arm, seed), record in usable.items():
+        device = (keys.key(record) or (None, record["device"]))[1]
+        specs[arm][seed] = specs[arm][seed].model_copy(update={"device": device})
     if launch:  # all or nothing: every run to be queued is checked before the first is
         from engine.preflight import preflight
 
-        preflight([spec for seeds in specs.values() for spec in seeds.values() if spec.digest() not in usable], logs_dir)
+        for arm, seeds in specs.items():
+            for seed in seeds:
+                if (arm, seed) not in usable:
+                    seeds[seed] = resolve_spec_device(seeds[seed])
+        preflight([spec for arm, seeds in specs.items() for seed, spec in seeds.items() if (arm, seed) not in usable], logs_dir)
     found = StudyRuns(study, {arm: {} for arm in specs}, specs)
+    submitted: dict[str, Path] = {}  # digest -> folder: arms x seeds with one spec share one run
     for arm, seeds in specs.items():
         for seed, spec in seeds.items():
-            record = usable.get(spec.digest())
+            record = usable.get((arm, seed))
             if record is not None:
                 found.runs[arm][seed] = Path(record["run_dir"])
                 found.reused.append(record["run_id"])
+            elif launch and spec.digest() in submitted:
+                found.runs[arm][seed] = submitted[spec.digest()]
+                found.reused.append(submitted[spec.digest()].name)
             elif launch:
                 folder = submit(spec, study.experiments[arm], logs_dir, max_per_device=max_per_device)
-                usable[spec.digest()] = {"run_dir": str(folder.path), "status": "queued", "run_id": folder.run_id}
+                submitted[spec.digest()] = folder.path
                 found.runs[arm][seed] = folder.path
                 found.submitted.append(folder.run_id)
             else:

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, PartitionSpec
+from engine.vocabulary import METRICS
 
 STATUS_STYLE = {
     "running": "bold cyan",
@@ -23,7 +24,6 @@ STATUS_STYLE = {
     "queued": "dim",
     "corrupt": "bold red reverse",  # a run file is unreadable: the run's figures cannot be trusted
 }
-METRICS = ("dist", "rel", "speed", "path", "cos")
 
 
 def number(value: Any, digits: int = 4) -> str:

@@ -1,62 +1,11 @@
-"""Which devices a run can go to, found without importing torch (the UI process never does).
-
-GPUs come from `nvidia-smi`; when it is missing, fails or hangs (2 s), there are none.
-"""
+"""The device picker's choices, found without torch. The probe itself (nvidia-smi, mps) lives
+in workbench/devices.py, which study matching uses too."""
 
 from __future__ import annotations
 
-import platform
-import subprocess
-import sys
-from dataclasses import dataclass
+import subprocess  # noqa: F401  (the probe's module object: patching subprocess.run here patches the probe)
 
-NVIDIA_SMI_QUERY = [
-    "nvidia-smi",
-    "--query-gpu=index,name,memory.free,memory.total",
-    "--format=csv,noheader,nounits",
-]
-
-
-@dataclass(frozen=True)
-class DeviceChoice:
-    value: str  # what ExperimentSpec.device takes: auto, cpu, cuda:N, mps
-    label: str  # what the picker shows
-
-
-def parse_nvidia_smi(text: str) -> list[DeviceChoice]:
-    """One choice per line of `index, name, free MiB, total MiB`; malformed lines are skipped."""
-    choices = []
-    for line in text.splitlines():
-        parts = [part.strip() for part in line.split(",")]
-        if len(parts) < 4:
-            continue
-        index, free, total = parts[0], parts[-2], parts[-1]
-        name = ", ".join(parts[1:-2])  # a GPU name could hold a comma
-        if not index.isdigit():
-            continue
-        try:
-            free_gib = float(free) / 1024
-            total_gib = float(total) / 1024
-        except ValueError:
-            label = f"cuda:{index}  {name}"
-        else:
-            label = f"cuda:{index}  {name}  {free_gib:.1f} GiB free of {total_gib:.1f}"
-        choices.append(DeviceChoice(f"cuda:{index}", label))
-    return choices
-
-
-def cuda_devices(timeout: float = 2.0) -> list[DeviceChoice]:
-    try:
-        done = subprocess.run(NVIDIA_SMI_QUERY, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if done.returncode != 0:
-        return []
-    return parse_nvidia_smi(done.stdout)
-
-
-def has_mps() -> bool:
-    return sys.platform == "darwin" and platform.machine() == "arm64"
+from workbench.devices import DeviceChoice, cuda_devices, has_mps, parse_nvidia_smi  # noqa: F401
 
 
 def available_devices() -> list[DeviceChoice]:

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.events import EVENTS_FILE, read_events, survives_resume
+from engine.run_folder import LOG_FILE  # noqa: F401  (the run screen tails it)
+from engine.vocabulary import SUBSETS
 from workbench.runner import refresh_active
 from workbench.store import Store
 from workbench.tables import number
 
-SUBSETS = ("subset", "fixed")
 MOVEMENT_METRICS = ("dist", "speed", "cos")
 EVAL_METRICS = ("train_loss", "eval_loss", "eval_acc")
 PARAMS, WIDTH, MEMBER_ACC = "params", "width.", "member_acc."  # a pruned run's size; an ensemble's members
 STATUSES = ("all", "running", "queued", "completed", "failed", "cancelled", "lost", "corrupt")
-LOG_FILE = "worker.log"
 
 
 # --- the runs list ---------------------------------------------------------------------------

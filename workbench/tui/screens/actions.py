@@ -28,18 +28,21 @@ def resume_run(record: dict, logs_dir: Path) -> str:
     The run shows up as queued/running on the next poll."""
     if record.get("status") not in RESUMABLE:
         return f"{record['run_id']} is {record.get('status')}: only {', '.join(RESUMABLE)} runs can be resumed"
+    failed = start_detached(resume_command(record["run_id"], logs_dir), subprocess.Popen)
+    return f"cannot start workbench resume: {failed}" if failed else f"{record['run_id']}: resume requested"
+
+
+def start_detached(command: list[str], popen) -> str:
+    """Start `command` in its own session, so that quitting the TUI leaves it going, with a
+    thread that waits for it (no zombie left); "" or why it could not start. `popen` is the
+    caller's `subprocess.Popen`, looked up when it calls (the tests replace it per screen)."""
     try:
-        process = subprocess.Popen(
-            resume_command(record["run_id"], logs_dir),
-            start_new_session=True,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        process = popen(command, start_new_session=True, stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except OSError as exc:
-        return f"cannot start workbench resume: {exc}"
-    threading.Thread(target=process.wait, name="reap-resume", daemon=True).start()  # no zombie left
-    return f"{record['run_id']}: resume requested"
+        return str(exc)
+    threading.Thread(target=process.wait, name=f"reap-{command[1]}", daemon=True).start()
+    return ""
 
 
 COMMAND_TIMEOUT_S = 60  # submitting only validates and queues: seconds, not minutes

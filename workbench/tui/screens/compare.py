@@ -103,19 +103,6 @@ class CompareChart(MetricChart):
 
 
 class CompareScreen(PollingScreen):
-    DEFAULT_CSS = """
-    #cmp-legend {
-        height: auto;
-        max-height: 2;
-        padding: 0 1;
-        background: $boost;
-    }
-    #cmp-tabs { height: 1fr; }
-    #cmp-tabs TabPane { padding: 0; }
-    #cmp-movement { grid-size: 2 2; grid-gutter: 0 1; height: 1fr; }
-    #cmp-eval { grid-size: 2 1; grid-gutter: 0 1; height: 1fr; }
-    #cmp-spec { height: 1fr; }
-    """
     HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
     BINDINGS = [
         Binding("escape", "back", "Back"),

@@ -37,15 +37,6 @@ def run_submit(name: str, experiments_path: Path, logs_dir: Path) -> tuple[list[
 class ComposeScreen(Screen):
     """Dismissed with the list of launched run ids, or None when cancelled."""
 
-    DEFAULT_CSS = """
-    ComposeScreen #compose-top { height: auto; padding: 0 1; }
-    ComposeScreen .top-row { height: auto; }
-    ComposeScreen .top-label { width: 18; }
-    ComposeScreen #compose-name, ComposeScreen #compose-base { width: 1fr; }
-    ComposeScreen #compose-form-scroll { height: 1fr; }
-    ComposeScreen #compose-status { height: auto; max-height: 4; padding: 0 1; }
-    ComposeScreen #compose-status.-error { color: $error; }
-    """
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),

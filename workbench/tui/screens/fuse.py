@@ -22,11 +22,6 @@ MODES = {
 class FuseScreen(ModalScreen[str | None]):
     """Dismissed with the chosen mode, or None."""
 
-    DEFAULT_CSS = """
-    FuseScreen { align: center middle; }
-    FuseScreen #fuse-box { width: 76; max-width: 100%; height: auto; border: round $accent; padding: 0 1; }
-    FuseScreen OptionList { height: auto; }
-    """
     BINDINGS = [Binding("escape", "close", "Cancel")]
 
     def __init__(self, run_ids: list[str]) -> None:

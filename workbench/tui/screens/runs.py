@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Input, Static
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import STATUSES, RunFeed, age, matches, progress_bar, short_number
 from workbench.tui.screens.polling import PollingScreen
-from workbench.tui.widgets.tables import cursor_key
+from workbench.tui.widgets.tables import cursor_key, show_rows
 from workbench.tui.screens.actions import cancel_run, resume_run, run_workbench
 
 COLUMNS = (  # key, label
@@ -117,19 +117,8 @@ class RunsScreen(PollingScreen):
         in the same order; otherwise rebuild it, keeping the cursor on the same run."""
         table = self.query_one("#runs-table", DataTable)
         ids = self.visible_ids()
-        current = [row.key.value for row in table.ordered_rows]
-        if ids == current:
-            for run_id in ids:
-                for (key, _), value in zip(COLUMNS, row_cells(self.records[run_id], run_id in self.marked)):
-                    if str(table.get_cell(run_id, key)) != str(value):
-                        table.update_cell(run_id, key, value, update_width=True)
-        else:
-            highlighted = self.highlighted_id()
-            table.clear()
-            for run_id in ids:
-                table.add_row(*row_cells(self.records[run_id], run_id in self.marked), key=run_id)
-            if highlighted in ids:
-                table.move_cursor(row=ids.index(highlighted), animate=False)
+        rows = {run_id: row_cells(self.records[run_id], run_id in self.marked) for run_id in ids}
+        show_rows(table, rows, [key for key, _ in COLUMNS], self.highlighted_id())
         shown = f"{len(ids)} of {len(self.order)} runs" if len(ids) != len(self.order) else f"{len(ids)} runs"
         marked = len(self.marked_ids())
         shown += f", {marked} marked" if marked else ""
@@ -237,11 +226,8 @@ class RunsScreen(PollingScreen):
             self.notify(resume_run(record, self.logs_dir))
 
     def action_compose(self) -> None:
-        try:
-            from workbench.tui.screens.compose import ComposeScreen
-        except ImportError:
-            self.notify("compose not available", severity="warning")
-            return
+        from workbench.tui.screens.compose import ComposeScreen  # torch-free, loaded on first use
+
         self.app.push_screen(ComposeScreen(experiments_path=self.experiments, logs_dir=self.logs_dir), self._composed)
 
     def _composed(self, run_ids: list[str] | None) -> None:

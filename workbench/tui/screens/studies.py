@@ -2,19 +2,9 @@
 once every one completed, the verdict (the answer, ratios with 95% CIs by scope led by the
 headline, and the headline ratio over steps).
 
-Matching runs to a study without torch. `workbench.study.gather` matches by spec digest
-after `resolve_spec_device`, which imports torch to turn "auto" into a concrete device;
-this process never imports torch. So here an arm x seed is matched to a stored run by
-comparing the run's spec.json with the arm's resolved spec, ignoring `description` (not
-part of the digest either) and, where the arm's device is "auto", `device` (a run of it
-carries the concrete device it was resolved to). Everything else must be equal, exactly as
-the digest demands; the experiment name is not compared, as the digest does not either (so
-the CLI and this screen re-use the same runs). Of several matches the best is shown:
-completed, then running, then queued (gather's preference), then a failed/cancelled/lost
-one (which `workbench study` would replace), newest first. One difference is left: with
-device "auto" a run on another device than this machine would pick is shown here, while
-`workbench study` on this machine would compute it again. As in gather, a run counts only
-when this engine code made it (its record's engine hash, engine/provenance.py).
+Runs are matched to a study by `workbench.study.match_runs`, the one torch-free matcher that
+`workbench study` and `workbench report` use too (so this screen shows the runs they re-use).
+A failed/cancelled/lost run is shown when nothing better exists (`workbench study` replaces it).
 
 A study with a sweep is listed with a pointer to `workbench study NAME`, which shows its grid.
 
@@ -27,7 +17,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,31 +28,16 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
-from engine.provenance import current_engine_hash
-from engine.run_folder import read_json
 from engine.spec import Experiments, ResolvedStudy
-from workbench.runner import refresh_active
-from workbench.store import Store
+from workbench.study import RunKeys, match_runs, stored_runs
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
 from workbench.tui.widgets.chart import MetricChart
 from workbench.scoped_verdict import scope_rows
 from workbench.verdict import s_cells, study_verdict
+from workbench.tui.screens.actions import start_detached
 from workbench.tui.screens.polling import PollingScreen
-from workbench.tui.widgets.tables import cursor_key
-
-PREFERENCE = {"completed": 0, "running": 1, "queued": 2}  # as workbench.study; anything else ranks after
-IGNORED = ("description",)  # never part of what was computed
-
-
-# --- matching, torch-free -------------------------------------------------------------------
-def comparable(spec: dict[str, Any], ignore_device: bool) -> dict[str, Any]:
-    drop = IGNORED + (("device",) if ignore_device else ())
-    return {k: v for k, v in spec.items() if k not in drop}
-
-
-def _rank(record: dict[str, Any]) -> tuple[int, float]:
-    return PREFERENCE.get(record.get("status") or "", 3), -(record.get("created") or 0)
+from workbench.tui.widgets.tables import cursor_key, show_rows
 
 
 @dataclass
@@ -102,36 +76,14 @@ class StudyMatcher:
     def __init__(self, experiments_path: Path, logs_dir: Path) -> None:
         self.experiments_path = Path(experiments_path)
         self.logs_dir = Path(logs_dir)
-        self._specs: dict[str, dict[str, Any] | None] = {}
+        self._keys = RunKeys()  # each run's spec read once: it never changes
         self._verdicts: dict[tuple, dict[str, Any]] = {}
 
-    def spec_of(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        run_dir = record.get("run_dir") or ""
-        if run_dir not in self._specs:
-            self._specs[run_dir] = read_json(Path(run_dir) / "spec.json") if run_dir else None
-        return self._specs[run_dir]
-
     def records(self) -> list[dict[str, Any]]:
-        if not self.logs_dir.is_dir():  # nothing run yet: do not create the folder by looking
-            return []
-        return [r for r in refresh_active(Store(self.logs_dir)) if Path(r.get("run_dir") or "").is_dir()]
+        return stored_runs(self.logs_dir)
 
     def match(self, resolved: ResolvedStudy, records: list[dict[str, Any]]) -> dict[str, dict[int, dict[str, Any] | None]]:
-        runs: dict[str, dict[int, dict[str, Any] | None]] = {}
-        for arm, seeds in resolved.specs.items():
-            runs[arm] = {}
-            for seed, spec in seeds.items():
-                found = [r for r in records if self.runs_arm(r, spec.model_dump(mode="json"))]
-                runs[arm][seed] = min(found, key=_rank) if found else None
-        return runs
-
-    def runs_arm(self, record: dict[str, Any], wanted: dict[str, Any]) -> bool:
-        """Whether `record` is a run of the resolved arm spec `wanted` (as the digest says)."""
-        auto = wanted.get("device") == "auto"
-        if record.get("engine") != current_engine_hash():  # made by other (or unknown) engine code
-            return False
-        spec = self.spec_of(record)
-        return spec is not None and comparable(spec, auto) == comparable(wanted, auto)
+        return match_runs(resolved, records, keys=self._keys)
 
     def reference_of(self, record: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         """(reference arm, its run with the same seed) when `record` is the run of an arm
@@ -143,15 +95,15 @@ class StudyMatcher:
                 resolved = catalog.study(name)
             except Exception:  # a bad study is the Studies screen's to show
                 continue
-            for arm, seeds in resolved.specs.items():
-                for seed, spec in seeds.items():
-                    if arm == resolved.reference or not self.runs_arm(record, spec.model_dump(mode="json")):
+            mine = match_runs(resolved, [record], keys=self._keys)  # the arm x seeds `record` is a run of
+            for arm, seeds in mine.items():
+                for seed, own in seeds.items():
+                    if arm == resolved.reference or own is None:
                         continue
                     records = records if records is not None else self.records()
-                    wanted = resolved.specs[resolved.reference][seed].model_dump(mode="json")
-                    found = [r for r in records if self.runs_arm(r, wanted)]
-                    if found:
-                        return resolved.reference, min(found, key=_rank)
+                    reference = self.match(resolved, records)[resolved.reference][seed]
+                    if reference is not None:
+                        return resolved.reference, reference
         return None
 
     def verdict(self, state: StudyState, resolved: ResolvedStudy) -> dict[str, Any]:
@@ -222,14 +174,6 @@ class StudiesScreen(PollingScreen):
         Binding("l", "launch", "Launch study"),
         Binding("enter", "detail", "Detail", show=False),
     ]
-    DEFAULT_CSS = """
-    #studies-table { height: auto; max-height: 9; }
-    #study-detail { height: 1fr; border-top: solid $accent; }
-    #study-header { height: auto; padding: 0 1; background: $boost; }
-    #study-runs, #study-verdict { height: auto; }
-    #study-answer { height: auto; padding: 0 1; text-style: bold; }
-    #study-chart { height: 14; }
-    """
 
     def __init__(self, experiments_path: Path, logs_dir: Path) -> None:
         super().__init__(id="studies-screen")
@@ -280,19 +224,8 @@ class StudiesScreen(PollingScreen):
     # drawing ---------------------------------------------------------------------------------
     def show_list(self) -> None:
         table = self.query_one("#studies-table", DataTable)
-        names = list(self.states)
-        if [row.key.value for row in table.ordered_rows] == names:
-            for name in names:
-                for (key, _), value in zip(LIST_COLUMNS, list_cells(self.states[name])):
-                    if str(table.get_cell(name, key)) != str(value):
-                        table.update_cell(name, key, value, update_width=True)
-        else:
-            keep = self.selected
-            table.clear()
-            for name in names:
-                table.add_row(*list_cells(self.states[name]), key=name)
-            if keep in names:
-                table.move_cursor(row=names.index(keep), animate=False)
+        rows = {name: list_cells(state) for name, state in self.states.items()}
+        show_rows(table, rows, [key for key, _ in LIST_COLUMNS], self.selected)
         if self.selected not in self.states:
             self.selected = self.highlighted()
 
@@ -401,17 +334,9 @@ class StudiesScreen(PollingScreen):
         if not name:
             self.notify("no study to launch", severity="warning")
             return
-        try:
-            process = subprocess.Popen(
-                study_command(name, self.experiments_path, self.logs_dir),
-                start_new_session=True,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        except OSError as exc:
-            self.notify(f"cannot start workbench study: {exc}", severity="error")
+        failed = start_detached(study_command(name, self.experiments_path, self.logs_dir), subprocess.Popen)
+        if failed:
+            self.notify(f"cannot start workbench study: {failed}", severity="error")
             return
-        threading.Thread(target=process.wait, name="reap-study", daemon=True).start()  # no zombie left
         self.notify(f"study {name}: launched; its missing runs appear as they are submitted")
         self.poll()
