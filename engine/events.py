@@ -214,10 +214,11 @@ class EventsFold:
     `poll()` reads only the bytes appended since the last poll (a replaced file, told by its
     inode, or a truncated one is folded again from the top) and hands each event to
     `take`, and each resume (a start with `resumed_from` N) to `cut(N)` before its start.
-    The base fold keeps the run as it stands, by kind: `kept[kind]` is every event of
-    that kind that survives the resumes (run_events' rule), or only the newest for kinds
-    not in `whole` (the runs list folds thousands of runs and needs the newest movement
-    only). Plus the lifecycle (status, start, end) and the first start ever written.
+    The base fold keeps the run as it stands: `kept` is every event that survives the
+    resumes, in file order (`standing(kind)`, `newest(kind)`), or, for kinds not in
+    `whole`, only the newest (the runs list folds thousands of runs and needs the newest
+    movement only; when a resume drops it, the file is folded again from the top). Plus
+    the lifecycle (status, newest start, end) and the first start ever written.
     Subclasses (the TUI's EventsTail) extend `take`, `cut` and `reset`."""
 
     def __init__(self, path: str | Path, whole: Iterable[str] | None = None) -> None:
@@ -267,7 +268,8 @@ class EventsFold:
         kept, lost = [], set()
         for event in self.kept:
             kind = event.get("type")
-            step = event.get("step", 0) if _whole(event.get("step", 0)) else 0  # an unknown kind's odd step
+            step = event.get("step", 0)
+            step = step if _whole(step) else 0  # a kind not in KINDS may carry any step
             if kind == "start" or (kind != "end" and survives_resume(step, cut)):
                 kept.append(event)
             else:
