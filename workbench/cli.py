@@ -540,11 +540,11 @@ def show(
     # The folder is the truth: a file damaged since the index was written shows as corrupt here.
     record = record_from_folder(folder.path) or record
     spec, summary = unless_corrupt(folder.spec), unless_corrupt(folder.summary)
-    from engine.events import iter_events
+    from engine.events import run_events
     from engine.provenance import describe
 
     # the code that made the run, from its first start (a resume's may differ: record["engine"] says "mixed")
-    provenance = next(iter_events(folder.events_path, "start"), {}).get("provenance")
+    provenance = next(iter(run_events(folder.events_path, "start")), {}).get("provenance")
     if as_json:
         typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary, "provenance": provenance}))
         return

@@ -8,21 +8,19 @@ record that says `running` whose process is gone is reported `lost`, never runni
 
 from __future__ import annotations
 
-import os
 import threading
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from engine.events import EVENTS_FILE, read_events, survives_resume
+# CORRUPT: a run file that does not hold what the folder layout says (an end event without
+# one of the ENDED statuses, among others); `error` says which. lifecycle: re-exported.
+from engine.events import CORRUPT, ENDED, EVENTS_FILE, EventsFold, lifecycle, read_events  # noqa: F401
 from engine.provenance import run_engine_hash
 from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
 from engine.vocabulary import METRICS, SUBSETS
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 
-ENDED = ("completed", "cancelled", "failed")  # the statuses an end event may carry
-CORRUPT = "corrupt"  # a run file that does not hold what the folder layout says; `error` says which
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
 
 
@@ -63,26 +61,6 @@ def spec_fields(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-Lifecycle = tuple[str, dict[str, Any], dict[str, Any] | None]
-
-
-def lifecycle(events: list[dict[str, Any]], before: Lifecycle = ("queued", {}, None)) -> Lifecycle:
-    """(status, newest start event, end event or None) from a run's events (following on
-    from `before`, the lifecycle of the events before them). The newest of `queued`
-    (written at submit and at resume), `start` and `end` decides. An end event without one
-    of the ENDED statuses makes the run `corrupt` (end_problem says why)."""
-    status, start, end = before
-    for event in events:
-        kind = event.get("type")
-        if kind == "queued":  # the process of an earlier start is not this attempt's
-            status, start, end = "queued", {}, None
-        elif kind == "start":
-            status, start, end = "running", event, None
-        elif kind == "end":
-            status, end = (event["status"] if event.get("status") in ENDED else CORRUPT), event
-    return status, start, end
-
-
 def end_problem(end: dict[str, Any]) -> str | None:
     """Why an end event makes its run corrupt, or None when it is a proper end."""
     found = end.get("status")
@@ -92,75 +70,26 @@ def end_problem(end: dict[str, Any]) -> str | None:
     return f"{EVENTS_FILE}: the end event at step {end.get('step')} has {said}, not one of {', '.join(ENDED)}"
 
 
-@dataclass(frozen=True)
-class EventsFold:
-    """What a record needs from a run's events.jsonl, folded up to byte `offset`: read once,
-    then only the bytes appended since (the runs list re-reads every live run each second).
-    `inode` and `offset` tell a replaced or truncated file, which is folded again from 0."""
-
-    inode: int = 0
-    offset: int = 0
-    status: str = "queued"
-    start: dict[str, Any] = field(default_factory=dict)  # newest start
-    end: dict[str, Any] | None = None
-    first_start: dict[str, Any] = field(default_factory=dict)
-    movement: dict[str, Any] | None = None  # newest movement still standing after resumes
-
-    def take(self, events: list[dict[str, Any]]) -> EventsFold | None:
-        """This fold with `events` (the next ones in the file) added; None when a resume
-        drops the newest movement read before and the one before it is needed (not kept)."""
-        status, start, end = self.status, self.start, self.end
-        first_start, older = self.first_start, self.movement
-        movements: list[dict[str, Any]] = []  # this batch's, in file order
-        for event in events:
-            kind = event.get("type")
-            if kind == "start" and event.get("resumed_from") is not None:
-                cut = event["resumed_from"]
-                movements = [m for m in movements if survives_resume(m.get("step", 0), cut)]
-                if older is not None and not survives_resume(older.get("step", 0), cut):
-                    return None
-            if kind == "movement":
-                movements.append(event)
-            elif kind == "start":
-                first_start = first_start or event
-        status, start, end = lifecycle(events, (status, start, end))
-        return replace(self, status=status, start=start, end=end, first_start=first_start,
-                       movement=movements[-1] if movements else older)
-
-
 _FOLDS: dict[str, EventsFold] = {}  # by events.jsonl path
 _FOLDS_LOCK = threading.Lock()
 _FOLDS_KEPT = 4096  # a store rebuild over more runs than this just folds the oldest again
 
 
 def fold_events(path: Path) -> EventsFold:
-    """The fold of the events file `path`, reading only what was appended since the last
-    call for `path` (from any thread). The same figures as folding engine.events.run_events."""
+    """The fold of the events file `path` (status, newest start, end, first start, newest
+    standing movement), reading only what was appended since the last call for `path`
+    (from any thread). Only the newest event of each kind is kept: a record needs no series."""
     key = str(Path(path).absolute())
-    try:
-        stat = os.stat(key)
-    except FileNotFoundError:
-        with _FOLDS_LOCK:
-            _FOLDS.pop(key, None)
-        return EventsFold()
     with _FOLDS_LOCK:
-        fold = _FOLDS.get(key)
-    if fold is None or fold.inode != stat.st_ino or stat.st_size < fold.offset:
-        fold = EventsFold(inode=stat.st_ino)  # new, replaced or truncated: from the top
-    if stat.st_size == fold.offset:
-        return fold
-    events, offset = read_events(key, fold.offset)
-    folded = fold.take(events)
-    if folded is None:  # a resume reached back past what the fold keeps: fold the file again
-        events, offset = read_events(key, 0)
-        folded = EventsFold(inode=stat.st_ino).take(events)
-    folded = replace(folded, offset=offset)
+        fold = _FOLDS.get(key) or _FOLDS.setdefault(key, EventsFold(key, whole=()))
+    with fold.lock:  # a fold is polled by one thread at a time; callers get a copy
+        fold.poll(read=read_events)  # the name looked up here, so a test can count the reads
+        found = fold.copy()
     with _FOLDS_LOCK:
-        _FOLDS.pop(key, None)
-        _FOLDS[key] = folded
+        _FOLDS[key] = _FOLDS.pop(key, fold)  # the newest used last: the oldest go first
         while len(_FOLDS) > _FOLDS_KEPT:
             del _FOLDS[next(iter(_FOLDS))]
-    return folded
+    return found
 
 
 def record_from_folder(path: Path) -> dict[str, Any] | None:

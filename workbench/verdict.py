@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.events import run_events
+from engine.events import EventsFold
 from engine.run_folder import RunFolder
 from workbench.scoped_verdict import scope_rows, scoped_comparison
 from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_quantile  # noqa: F401 (t_quantile: re-exported)
@@ -77,10 +77,12 @@ class RunSeries:
 
 def read_run(path: str | Path) -> RunSeries:
     folder = RunFolder(path)
-    # run_events drops what an earlier attempt of a resumed run wrote after the resume point
-    movement = {e["step"]: e.get("subsets") or {} for e in run_events(folder.events_path, "movement")}
-    evals = {e["step"]: e for e in run_events(folder.events_path, "eval")}
-    starts = run_events(folder.events_path, "start")
+    # the fold drops what an earlier attempt of a resumed run wrote after the resume point
+    events = EventsFold(folder.events_path)
+    events.poll()
+    movement = {e["step"]: e.get("subsets") or {} for e in events.standing("movement")}
+    evals = {e["step"]: e for e in events.standing("eval")}
+    starts = events.standing("start")
     sizes = (starts[0].get("subset_sizes") or {}) if starts else {}
     return RunSeries(folder.path, folder.run_id, folder.spec() or {}, folder.summary() or {}, movement, evals, sizes)
 

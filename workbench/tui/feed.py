@@ -1,9 +1,9 @@
 """The TUI's data layer: the runs in the store, and one run's events and log followed as
 they grow. Torch-free, UI-free and safe to call from a worker thread; unit-tested alone.
 
-`EventsTail` reads only the bytes appended since its last poll (engine.events.read_events
-with an offset) and keeps per-step series; a `start` event with `resumed_from` N drops
-what an earlier attempt wrote after step N, by engine.events.survives_resume.
+`EventsTail` is engine.events.EventsFold (reads only the bytes appended since its last
+poll; a `start` event with `resumed_from` N drops what an earlier attempt wrote after step
+N) plus the per-step series the charts draw.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.events import EVENTS_FILE, read_events, survives_resume
+from engine.events import EventsFold, survives_resume
 from engine.run_folder import LOG_FILE  # noqa: F401  (the run screen tails it)
 from engine.vocabulary import SUBSETS
 from workbench.runner import refresh_active
@@ -91,36 +91,25 @@ class Series:
         return len(self.steps)
 
 
-class EventsTail:
-    """A run's events.jsonl followed incrementally. `version` grows whenever anything changed."""
+class EventsTail(EventsFold):
+    """A run's events.jsonl followed incrementally, with its series by name (`subset.dist`,
+    `eval_acc`, ...). `version` grows whenever anything changed; `start`/`end` follow the
+    run's lifecycle (engine.events.lifecycle)."""
 
-    def __init__(self, path: Path) -> None:
-        path = Path(path)
-        self.path = path / EVENTS_FILE if path.is_dir() else path
-        self.offset = 0
-        self.version = 0
-        self.series: dict[str, Series] = {}
-        self.start: dict[str, Any] = {}
-        self.end: dict[str, Any] | None = None
-        self.step = 0
-        self._movements: list[dict[str, Any]] = []  # kept movement events (newest last)
-        self._reset()
-
-    def _reset(self) -> None:
-        self.offset = 0
-        self.series = {f"{s}.{m}": Series() for s in SUBSETS for m in MOVEMENT_METRICS}
+    def reset(self) -> None:
+        super().reset()
+        self.series: dict[str, Series] = {f"{s}.{m}": Series() for s in SUBSETS for m in MOVEMENT_METRICS}
         self.series.update({m: Series() for m in EVAL_METRICS})
-        self.start, self.end, self.step = {}, None, 0
-        self._movements = []
+        self.step = 0
 
     @property
     def latest_movement(self) -> dict[str, Any] | None:
-        return self._movements[-1] if self._movements else None
+        return self.movement
 
     def layer_series(self, subset: str, metric: str) -> dict[str, Series]:
         """`metric` of every layer of `subset` over steps, by layer (in the order recorded)."""
         layers: dict[str, Series] = {}
-        for event in self._movements:
+        for event in self.standing("movement"):
             for layer, figures in (((event.get("subsets") or {}).get(subset) or {}).get("layers") or {}).items():
                 layers.setdefault(layer, Series()).add(event["step"], (figures or {}).get(metric))
         return layers
@@ -143,58 +132,33 @@ class EventsTail:
         for layer, width in widths.items():
             self._add(WIDTH + layer, step, width)
 
-    def poll(self) -> bool:
-        """Read what was appended since the last poll; True when anything new arrived."""
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return False
-        if size < self.offset:  # the file was replaced or truncated: start over
-            self._reset()
-            self.version += 1
-        events, self.offset = read_events(self.path, self.offset)
-        for event in events:
-            self._take(event)
-        if events:
-            self.version += 1
-        return bool(events)
-
-    def _take(self, event: dict[str, Any]) -> None:
-        kind, step = event.get("type"), event.get("step")
+    def take(self, event: dict[str, Any]) -> None:
+        super().take(event)
+        kind, step = event.get("type"), event.get("step")  # well_formed: a whole step where the kind has one
         if kind == "start":
-            if event.get("resumed_from") is not None:
-                self._cut(int(event["resumed_from"]))
-            self.start, self.end = event, None
-            if isinstance(step, int) and event.get("widths"):
+            if event.get("widths"):
                 self._take_pruning(step, event.get("params"), event["widths"])
-        elif kind == "movement" and isinstance(step, int):
+            self.step = step
+        elif kind == "movement":
             for subset in SUBSETS:
                 figures = (event.get("subsets") or {}).get(subset) or {}
                 for metric in MOVEMENT_METRICS:
                     self.series[f"{subset}.{metric}"].add(step, figures.get(metric))
-            self._movements.append(event)
-        elif kind == "eval" and isinstance(step, int):
+        elif kind == "eval":
             for metric in EVAL_METRICS:
                 self.series[metric].add(step, event.get(metric))
             for member, accuracy in enumerate(event.get("member_acc") or []):
                 self._add(f"{MEMBER_ACC}{member}", step, accuracy)
-        elif kind == "prune" and isinstance(step, int):
+        elif kind == "prune":
             self._take_pruning(step, event.get("params_after"), event.get("widths") or {})
-        elif kind == "end":
-            self.end = event
         if isinstance(step, int) and kind != "start":
             self.step = max(self.step, step)
-        elif kind == "start":
-            self.step = step or 0
 
-    def _cut(self, cut: int) -> None:
-        def keep(step: int) -> bool:
-            return survives_resume(step, cut)
-
+    def cut(self, cut: int) -> bool:
         for series in self.series.values():
-            series.keep(keep)
-        self._movements = [m for m in self._movements if keep(m["step"])]
+            series.keep(lambda step: survives_resume(step, cut))
         self.step = cut
+        return super().cut(cut)
 
 
 class LogTail:
