@@ -50,9 +50,9 @@ OPTIMIZERS.declare("adam", "Adam with coupled `weight_decay` (added to the gradi
 OPTIMIZERS.declare("adamw", "AdamW with decoupled `weight_decay`", ("lr", "weight_decay"))
 
 ENSEMBLE_IMPLEMENTATIONS.declare("auto", "pick the fastest measured on the device")
-ENSEMBLE_IMPLEMENTATIONS.declare("sequential", "the members one after another (the reference)")
-ENSEMBLE_IMPLEMENTATIONS.declare("vmap", "the members' stacked weights through torch.func.vmap")
 ENSEMBLE_IMPLEMENTATIONS.declare("grouped", "one model with grouped convolutions, one group per member")
+ENSEMBLE_IMPLEMENTATIONS.declare("vmap", "the members' stacked weights through torch.func.vmap")
+ENSEMBLE_IMPLEMENTATIONS.declare("sequential", "the members one after another (the reference)")
 
 FUSION_MODES.declare("none", "no fusion: the run trains its own model")
 FUSION_MODES.declare("average", "the members' averaged logits")

@@ -31,8 +31,8 @@ from engine.grouped import split_group
 from engine.models import build_model
 from engine.spec import ModelSpec
 
-# The ones that build a model, in the order they are measured (auto picks among them).
-IMPLEMENTATIONS = tuple(name for name in ENSEMBLE_IMPLEMENTATIONS.names if name != "auto")
+# The ones that build a model (auto picks among them), the reference first.
+IMPLEMENTATIONS = ("sequential", *(n for n in ENSEMBLE_IMPLEMENTATIONS.names if n not in ("auto", "sequential")))
 
 
 class SequentialEnsemble(nn.Module):

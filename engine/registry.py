@@ -14,6 +14,7 @@ always was, so the digests of existing specs do not change.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal
 
@@ -80,9 +81,14 @@ class Registry:
         quoted = [repr(name) for name in self.names]
         return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
-    def help(self) -> str:
-        """`name: description` for each entry, one sentence per name (for `--help` and field descriptions)."""
-        return "; ".join(f"{d.name}: {d.description}" for d in self._declared.values())
+    def help(self, skip: tuple[str, ...] = ()) -> str:
+        """`name: description` for each entry (less `skip`), for `--help` and field descriptions."""
+        return "; ".join(f"{d.name}: {d.description}" for d in self._declared.values() if d.name not in skip) + "."
+
+    def choice_enum(self, name: str, skip: tuple[str, ...] = ()) -> type[enum.Enum]:
+        """The names (less `skip`) as a str Enum: a typer option of this type lists them in
+        `--help` and refuses any other value with exit code 2."""
+        return enum.Enum(name, {n: n for n in self.names if n not in skip}, type=str)  # type: ignore[return-value]
 
     def check(self, name: str, section: Any) -> None:
         """The entry's own validation of the section that chose it."""
