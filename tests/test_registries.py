@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from textual.app import App
 from textual.widgets import Select
 
 from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA
@@ -18,28 +17,21 @@ from workbench.tables import partition_text
 from workbench.tui.devices import DeviceChoice
 from workbench.tui.widgets.spec_form import SpecForm
 
-from tui_support import sync
+from test_input_bounds import EXPERIMENT_DIGESTS
+from tui_support import FormHost, sync
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "odd_kernels_first"
 
-# ExperimentSpec.digest() of every shipped experiment and of the tests' tiny ones at main's
-# HEAD before the registries: specs that stopped matching these would orphan existing runs.
-DIGESTS_BEFORE_REGISTRIES = {
-    "baseline": "92e0e7ba6e3f9b88",
-    "half-fixed": "8eca2231ca80fad0",
-    "fused-halves-baseline": "d6e2c0f0a0d74aff",
-    "fused-halves": "da4affbfd5522f47",
-    "two-half-width": "86fff38ab6ed2ed8",
-    "two-trunks-joint-head": "628ea3b77f15d570",
-    "ensemble-4": "8c93ca7d7752d951",
-}
+# ExperimentSpec.digest() of the tests' tiny experiments at main's HEAD before the registries
+# (the shipped ones are test_input_bounds' EXPERIMENT_DIGESTS): specs that stopped matching
+# these would orphan existing runs.
 TINY_DIGESTS_BEFORE_REGISTRIES = {"baseline": "ddd697b141461514", "half-fixed": "bf50df5c4f39c2a4"}
 
 
 def test_registries_leave_the_digests_of_existing_specs_alone(experiments_file):
     shipped = Experiments.load(REPO / "experiments.json")
-    assert {name: shipped.resolve(name).digest() for name in shipped.names} == DIGESTS_BEFORE_REGISTRIES
+    assert {name: shipped.resolve(name).digest() for name in shipped.names} == EXPERIMENT_DIGESTS
     tiny = Experiments.load(experiments_file)
     assert {name: tiny.resolve(name).digest() for name in tiny.names} == TINY_DIGESTS_BEFORE_REGISTRIES
 
@@ -104,15 +96,6 @@ def test_an_unknown_strategy_is_still_refused_with_the_allowed_names(cli, experi
     result = cli("validate", path)
     assert result.exit_code == 2
     assert f'(got "{NAME}")' in result.stderr and "'first_kernels'" in result.stderr and "Traceback" not in result.stderr
-
-
-class FormHost(App):
-    def __init__(self, form: SpecForm) -> None:
-        super().__init__()
-        self.form = form
-
-    def compose(self):
-        yield self.form
 
 
 @sync
