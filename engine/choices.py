@@ -3,8 +3,8 @@ from here, `--help`, the Compose form and the JSON schema their descriptions.
 
 Each implementation is attached on the torch side: partition strategies in
 engine/strategies/, optimizers in engine/optimizers.py, ensemble implementations in
-engine/ensemble.py, fusion modes in engine/construction.py, prune criteria in
-engine/pruning.py. A new choice is one declaration here (or in its own module) plus one
+engine/ensemble.py, fusion modes in engine/construction.py (prune criteria are scored
+in engine/pruning.py's channel_scores). A new choice is one declaration here (or in its own module) plus one
 `implement` call.
 """
 
