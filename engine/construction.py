@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.choices import FUSION_MODES
 from engine.models import build_model
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, ModelSpec, SpecError
@@ -123,23 +124,38 @@ def _fused(
     notes = {"fused_runs": fusion.runs, "mode": fusion.mode, "members": len(states)}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)  # the only fresh weights: the head of `head` mode
-        if fusion.mode == "average":
-            from engine.ensemble import build_ensemble, load_members
-
-            model = build_ensemble(spec.model, input_shape, num_classes, len(states), "sequential")
-            load_members(model, states)
-        elif fusion.mode == "head":
-            from engine.fusion import head_fusion
-
-            model = head_fusion(states, spec.model, input_shape, num_classes, fusion.train_trunks)
-        else:
-            from engine.fusion import mutant_state
-
-            wide, state = mutant_state(states, spec.model, input_shape, num_classes)
-            model = build_model(wide, input_shape, num_classes)
-            model.load_state_dict(state)
-            notes["width"] = wide.width
+        model = FUSION_MODES.implementation(fusion.mode)(states, spec, input_shape, num_classes, notes)
     return Construction(model, spec, notes)
+
+
+def _average(states, spec: ExperimentSpec, input_shape, num_classes, notes: dict) -> nn.Module:
+    from engine.ensemble import build_ensemble, load_members
+
+    model = build_ensemble(spec.model, input_shape, num_classes, len(states), "sequential")
+    load_members(model, states)
+    return model
+
+
+def _head(states, spec: ExperimentSpec, input_shape, num_classes, notes: dict) -> nn.Module:
+    from engine.fusion import head_fusion
+
+    return head_fusion(states, spec.model, input_shape, num_classes, spec.fusion.train_trunks)
+
+
+def _mutant(states, spec: ExperimentSpec, input_shape, num_classes, notes: dict) -> nn.Module:
+    from engine.fusion import mutant_state
+
+    wide, state = mutant_state(states, spec.model, input_shape, num_classes)
+    model = build_model(wide, input_shape, num_classes)
+    model.load_state_dict(state)
+    notes["width"] = wide.width
+    return model
+
+
+# Fusion modes: (member states, spec, input shape, classes, notes to add to) -> the fused model.
+FUSION_MODES.implement("average", _average)
+FUSION_MODES.implement("head", _head)
+FUSION_MODES.implement("mutant", _mutant)
 
 
 def _check_members(spec: ExperimentSpec, runs_dir: Path | None) -> list[ExperimentSpec]:

@@ -26,11 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from engine.choices import ENSEMBLE_IMPLEMENTATIONS
 from engine.grouped import split_group
 from engine.models import build_model
 from engine.spec import ModelSpec
 
-IMPLEMENTATIONS = ("sequential", "vmap", "grouped")
+# The ones that build a model (auto picks among them), the reference first.
+IMPLEMENTATIONS = ("sequential", *(n for n in ENSEMBLE_IMPLEMENTATIONS.names if n not in ("auto", "sequential")))
 
 
 class SequentialEnsemble(nn.Module):
@@ -98,17 +100,21 @@ def build_ensemble(
     """
     if model_spec.groups != 1:
         raise ValueError(f"ensemble members are plain models: model.groups must be 1, not {model_spec.groups}")
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"ensemble implementation {implementation!r}: allowed are {', '.join(IMPLEMENTATIONS)}")
-    plain = [build_model(model_spec, input_shape, num_classes) for _ in range(members)]
-    if implementation == "sequential":
-        return SequentialEnsemble(plain)
-    if implementation == "vmap":
-        return VmapEnsemble(plain)
+    build = ENSEMBLE_IMPLEMENTATIONS.implementation(implementation)  # "auto" is resolved before this
+    return build(model_spec, input_shape, num_classes, [build_model(model_spec, input_shape, num_classes) for _ in range(members)])
+
+
+def _grouped(model_spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int, plain: list[nn.Module]) -> nn.Module:
     with torch.random.fork_rng(devices=[]):  # its own init is overwritten; keep the caller's RNG as the others do
-        grouped = build_model(grouped_spec(model_spec, members), input_shape, num_classes)
+        grouped = build_model(grouped_spec(model_spec, len(plain)), input_shape, num_classes)
     load_members(grouped, [m.state_dict() for m in plain])
     return grouped
+
+
+# Implementations: (model spec, input shape, classes, the members built as plain models) -> one module.
+ENSEMBLE_IMPLEMENTATIONS.implement("sequential", lambda model_spec, input_shape, num_classes, plain: SequentialEnsemble(plain))
+ENSEMBLE_IMPLEMENTATIONS.implement("vmap", lambda model_spec, input_shape, num_classes, plain: VmapEnsemble(plain))
+ENSEMBLE_IMPLEMENTATIONS.implement("grouped", _grouped)
 
 
 def member_states(model: nn.Module) -> list[dict[str, torch.Tensor]]:

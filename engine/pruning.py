@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from engine.models import ResNet, param_count
+from engine.choices import PRUNE_CRITERIA
 from engine.spec import PruneSpec, SpecError
 
 Slices = dict[str, list[tuple[int, torch.Tensor]]]  # param/buffer name -> (dim, kept indices) applied in order
@@ -61,8 +62,8 @@ def widths(model: nn.Module) -> dict[str, int]:
 @torch.no_grad()
 def channel_scores(model: nn.Module, criterion: str) -> dict[str, torch.Tensor]:
     """A score per output channel of every conv layer; low scores are pruned first."""
-    if criterion not in ("bn_scale", "channel_norm"):
-        raise SpecError(f"prune criterion {criterion!r}: allowed: bn_scale, channel_norm")
+    if criterion not in PRUNE_CRITERIA:
+        raise SpecError(f"prune criterion {criterion!r}: allowed: {', '.join(PRUNE_CRITERIA.names)}")
     chain, _ = _conv_chain(model)
     scores = {}
     for conv_name, bn_name in chain:

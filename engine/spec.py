@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA
+
 
 class SpecError(ValueError):
     """A problem with user input, told in one sentence naming the bad value and what is allowed."""
@@ -48,6 +50,14 @@ MAX_STUDIES = 100  # studies in one file (each resolves up to MAX_ARMS x MAX_SEE
 MAX_BASE_DEPTH = 16  # how many `base` links one experiment may follow
 MAX_FILE_BYTES = 1 << 20  # an experiments file (the shipped one is about 8 KB)
 MAX_NESTING = 32  # levels of [ ] and { } in an experiments file (the shipped one has 4)
+
+
+# Named choices: each allows the names its registry declares (engine/choices.py).
+OptimizerName = OPTIMIZERS.field_type()
+Strategy = PARTITIONS.field_type()
+EnsembleImplementation = ENSEMBLE_IMPLEMENTATIONS.field_type()
+FusionMode = FUSION_MODES.field_type()
+PruneCriterion = PRUNE_CRITERIA.field_type()
 
 
 class _Section(BaseModel):
@@ -98,7 +108,7 @@ class ModelSpec(_Section):
 
 
 class OptimizerSpec(_Section):
-    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    name: OptimizerName = "sgd"
     lr: float = Field(0.05, gt=0, description="Learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (ignored by adam/adamw).")
     nesterov: bool = Field(False, description="Nesterov momentum (sgd with momentum > 0 only).")
@@ -116,9 +126,6 @@ class OptimizerSpec(_Section):
 class TrainSpec(_Section):
     steps: int = Field(1000, ge=0, le=MAX_STEPS, description="Optimizer steps (0: evaluate only, e.g. an averaged ensemble).")
     eval_every: int = Field(250, ge=0, le=MAX_STEPS, description="Evaluate on the held-out split every k steps (0 = only at the end).")
-
-
-Strategy = Literal["first_kernels", "random_kernels", "random_elements", "layers", "groups", "none"]
 
 
 class PartitionSpec(_Section):
@@ -144,11 +151,8 @@ class PartitionSpec(_Section):
     )
 
     @model_validator(mode="after")
-    def _layers_named(self) -> PartitionSpec:
-        if self.strategy == "layers" and not self.layers:
-            raise ValueError("partition.strategy='layers' needs partition.layers, a list of layer names to fix")
-        if self.strategy == "groups" and not self.groups:
-            raise ValueError("partition.strategy='groups' needs partition.groups, a list of group indices to fix")
+    def _strategy_settings(self) -> PartitionSpec:
+        PARTITIONS.check(self.strategy, self)  # e.g. `layers` needs partition.layers
         return self
 
 
@@ -165,7 +169,7 @@ class SeedingSpec(_Section):
 
 class EnsembleSpec(_Section):
     members: int = Field(1, ge=1, le=MAX_MEMBERS, description="Train this many independent models as one (each with its own loss).")
-    implementation: Literal["auto", "grouped", "vmap", "sequential"] = Field(
+    implementation: EnsembleImplementation = Field(
         "auto", description="How the members run: auto picks the fastest measured on the device."
     )
 
@@ -173,7 +177,7 @@ class EnsembleSpec(_Section):
 class PruneSpec(_Section):
     every: int = Field(0, ge=0, le=MAX_STEPS, description="Prune channels every k steps (0 = never).")
     fraction: float = Field(0.1, gt=0, lt=1, description="Share of each conv layer's channels removed per pruning.")
-    criterion: Literal["bn_scale", "channel_norm"] = Field(
+    criterion: PruneCriterion = Field(
         "bn_scale", description="bn_scale: |BatchNorm scale| (network slimming); channel_norm: L2 norm of a kernel."
     )
     min_fraction: float = Field(
@@ -182,7 +186,7 @@ class PruneSpec(_Section):
 
 
 class FusionSpec(_Section):
-    mode: Literal["none", "average", "head", "mutant"] = Field(
+    mode: FusionMode = Field(
         "none",
         description="average: the members' averaged logits; head: frozen trunks + one new linear + softmax; "
         "mutant: one wide model computing the members' average at step 0, then trained as one.",

@@ -30,10 +30,11 @@ from engine.ensemble import ensemble_logits, ensemble_loss
 from engine.events import EventWriter
 from engine.freezing import Freezer
 from engine.models import Layer, model_layers, param_count
+from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
 from engine.pruning import prune_step, shrink_to_state, widths
 from engine.run_folder import RunFolder, failure_reason
-from engine.spec import ExperimentSpec, OptimizerSpec, SpecError
+from engine.spec import ExperimentSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
 from engine.tracking import MovementTracker
 
@@ -84,16 +85,6 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if logits.dim() == 3:
         return ensemble_loss(logits, labels)
     return F.cross_entropy(logits, labels)
-
-
-def make_optimizer(params: list[torch.Tensor], spec: OptimizerSpec) -> torch.optim.Optimizer:
-    if spec.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
-        )
-    if spec.name == "adam":  # coupled: weight decay is added to the gradient
-        return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)  # decoupled
 
 
 class BatchOrder:

@@ -17,7 +17,7 @@ from workbench.tui.devices import DeviceChoice
 from workbench.tui.screens.compose import ComposeScreen
 from workbench.tui.spec_form import SpecForm, field_id
 
-from tui_support import sync
+from tui_support import FormHost, sync
 
 DEVICES = [DeviceChoice("auto", "auto"), DeviceChoice("cpu", "cpu"), DeviceChoice("cuda:0", "cuda:0  Fake GPU")]
 
@@ -35,15 +35,6 @@ class Host(App):
 
     def _done(self, result: object) -> None:
         self.result = result
-
-
-class FormHost(App):
-    def __init__(self, form: SpecForm) -> None:
-        super().__init__()
-        self.form = form
-
-    def compose(self):
-        yield self.form
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,8 @@ import asyncio
 import functools
 import time
 
+from textual.app import App
+
 SIZE = (80, 24)  # the smallest terminal the TUI must work in
 
 
@@ -66,3 +68,14 @@ def record_popen(monkeypatch, module) -> list[tuple[list, dict]]:
 
     monkeypatch.setattr(module, "subprocess", SimpleNamespace(Popen=FakeProcess, DEVNULL=subprocess.DEVNULL))
     return started
+
+
+class FormHost(App):
+    """An app holding one widget (a SpecForm), for pilot tests of the widget alone."""
+
+    def __init__(self, form) -> None:
+        super().__init__()
+        self.form = form
+
+    def compose(self):
+        yield self.form

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.console import Console
 
+from engine.choices import FUSION_MODES, PRUNE_CRITERIA
 from engine.run_folder import RunFolder, unless_corrupt, write_error
 from engine.spec import Experiments, SpecError, check_seed_count, json_schema, parse_override
 from workbench import study_memory, tables
@@ -287,17 +288,21 @@ def _print_queued(queued: list[tuple[Any, str]], as_json: bool) -> None:
     typer.echo(f"follow with: workbench runs --watch   |   workbench logs -f {ids[0]}", err=True)
 
 
+# The fusion modes and prune criteria `fuse` offers: the registries' names (mode "none" fuses nothing).
+FusionMode = FUSION_MODES.choice_enum("FusionMode", skip=("none",))
+PruneCriterion = PRUNE_CRITERIA.choice_enum("PruneCriterion")
+
+
 @app.command()
 @friendly
 def fuse(
     run_ids: Annotated[list[str], typer.Argument(help="Trained runs of one model, or ensemble runs of it (their members are fused): two models or more in all. Unique prefixes work.")],
-    mode: Annotated[str, typer.Option(help="average: mean of the members' logits; head: one new linear + softmax "
-                                      "on the members' trunks; mutant: one wide model, trained as one.")] = "mutant",
+    mode: Annotated[FusionMode, typer.Option(help=FUSION_MODES.help(skip=("none",)))] = FusionMode("mutant"),
     steps: Annotated[Optional[int], typer.Option(min=0, help="Training steps (default: 0 for average, else the members').")] = None,
     train_trunks: Annotated[bool, typer.Option("--train-trunks", help="head: train the trunks too (default: frozen).")] = False,
     prune_every: Annotated[int, typer.Option(min=0, help="mutant: prune channels every K steps (0: never).")] = 0,
     prune_fraction: Annotated[float, typer.Option(help="mutant: share of each conv layer's channels removed per pruning.")] = 0.1,
-    prune_criterion: Annotated[str, typer.Option(help="mutant: bn_scale (network slimming) or channel_norm.")] = "bn_scale",
+    prune_criterion: Annotated[PruneCriterion, typer.Option(help="mutant: " + PRUNE_CRITERIA.help())] = PruneCriterion("bn_scale"),
     prune_min_fraction: Annotated[float, typer.Option(help="mutant: never prune a layer below this share of its channels.")] = 0.5,
     checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N.")] = "final",
     device: Device = None,
@@ -310,6 +315,7 @@ def fuse(
     from workbench.fuse import fused_spec
     from workbench.runner import resolve_spec_device, submit as submit_run
 
+    mode, prune_criterion = mode.value, prune_criterion.value  # the registered names, as the spec holds them
     members = [_find_run(logs_dir, run_id) for run_id in run_ids]
     prune = {"every": prune_every, "fraction": prune_fraction, "criterion": prune_criterion, "min_fraction": prune_min_fraction}
     fusion = {"checkpoint": checkpoint, "train_trunks": train_trunks, "prune": prune}

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from engine.choices import FUSION_MODES
 from engine.run_folder import RunFolder
 from pydantic import ValidationError
 
@@ -22,8 +23,8 @@ def fused_spec(
     members: list[dict], mode: str, *, steps: int | None, overrides: dict[str, Any], fusion: dict[str, Any]
 ) -> ExperimentSpec:
     """`members`: store records of the runs to fuse; `fusion`: the FusionSpec fields set on the command line."""
-    if mode not in ("average", "head", "mutant"):
-        raise SpecError(f"--mode {mode!r}: must be average, head or mutant")
+    if mode not in FUSION_MODES or mode == "none":
+        raise SpecError(f"--mode {mode!r}: must be one of {', '.join(n for n in FUSION_MODES.names if n != 'none')}")
     checkpoint = fusion.get("checkpoint", FusionSpec().checkpoint)
     specs = [_member_spec(record, checkpoint) for record in members]
     models = sum(spec.ensemble.members for spec in specs)

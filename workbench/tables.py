@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from engine.choices import PARTITIONS
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, PartitionSpec
 from engine.vocabulary import METRICS
@@ -192,14 +193,12 @@ def _longest(names) -> int:
 
 
 def partition_text(p: PartitionSpec) -> str:
-    """`first_kernels 0.5 +fc`, `layers a,b`, `groups 0`, `none`: only what the strategy reads."""
-    if p.strategy == "none":
-        return "none"
-    if p.strategy == "layers":
-        return f"layers {','.join(p.layers)}"
-    if p.strategy == "groups":
-        return f"groups {','.join(map(str, p.groups))}"
-    return f"{p.strategy} {p.fraction:g}" + (" +fc" if p.include_fc else "")
+    """`first_kernels 0.5 +fc`, `layers a,b`, `groups 0`, `none`: only what the strategy reads
+    (its registry declaration says which settings)."""
+    reads = PARTITIONS[p.strategy].reads
+    values = {"fraction": f"{p.fraction:g}", "layers": ",".join(p.layers), "groups": ",".join(map(str, p.groups))}
+    text = " ".join([p.strategy, *(values[key] for key in reads if key in values)])
+    return text + (" +fc" if "include_fc" in reads and p.include_fc else "")
 
 
 def model_text(spec: ExperimentSpec) -> str:

@@ -24,7 +24,7 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from engine.experiments_file import minimal_entry, save_experiment
 from engine.spec import Experiments, ExperimentSpec, SpecError
 from workbench.tui.screens.actions import run_workbench
-from workbench.tui.spec_form import SpecForm
+from workbench.tui.widgets.spec_form import SpecForm
 
 UNSAVED_NAME = "unsaved"
 
