@@ -26,7 +26,7 @@ from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
 from engine.events import EventWriter
-from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking, evaluate  # noqa: F401 (evaluate: re-exported)
+from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
 from engine.loop import BatchOrder, Hook, TrainState, call, run_steps, training_loss  # noqa: F401 (re-exported)
 from engine.models import Layer, model_layers, param_count
