@@ -69,6 +69,8 @@ class Freezer:
     def __init__(self, model: nn.Module, layers: list[Layer], fixed: dict[str, torch.Tensor]) -> None:
         """`model` must already be on its training device."""
         self.model = model
+        self._frozen: list[torch.Tensor] = []  # parameters this freezer took out of training
+        self._split: list[nn.Module] = []  # modules whose forward it replaced
         params = dict(model.named_parameters())
         modules = dict(model.named_modules())
         self._restore: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (param, flat idx, values)
@@ -81,10 +83,13 @@ class Freezer:
             if kernels is not None and not kernels.all():
                 # Must be an instance attribute: nn.Module.__call__ looks up self.forward.
                 modules[layer.name].forward = _split_forward(modules[layer.name], kernels)
+                self._split.append(modules[layer.name])
             for name in layer.params:
                 param = params[name]
                 mask = fixed[name].to(param.device)
                 if mask.all():
+                    if param.requires_grad:  # not one fixed by construction (a fused trunk)
+                        self._frozen.append(param)
                     param.requires_grad_(False)
                 elif mask.any():
                     index = mask.flatten().nonzero().flatten()
@@ -92,10 +97,23 @@ class Freezer:
 
     def trainable(self) -> list[torch.Tensor]:
         """The parameters the optimizer should see."""
-        return [p for p in self.model.parameters() if p.requires_grad]
+        return trainable(self.model)
+
+    def release(self) -> None:
+        """Undo levels 1 and 2 (before freezing other coordinates: the masks changed)."""
+        for param in self._frozen:
+            param.requires_grad_(True)
+        for module in self._split:
+            del module.forward  # back to the class's forward
+        self._frozen, self._split, self._restore = [], [], []
 
     @torch.no_grad()
     def restore(self) -> None:
         """Copy fixed coordinates back after an optimizer step (call after every step)."""
         for param, index, values in self._restore:
             param.view(-1).index_copy_(0, index, values)
+
+
+def trainable(model: nn.Module) -> list[torch.Tensor]:
+    """The parameters an optimizer should see: not those fixed whole by freezing or by construction."""
+    return [p for p in model.parameters() if p.requires_grad]
