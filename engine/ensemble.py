@@ -18,6 +18,7 @@ measures them.
 
 from __future__ import annotations
 
+import inspect
 import statistics
 import time
 
@@ -238,24 +239,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def pick_implementation(
-    model_spec: ModelSpec,
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    members: int,
-    batch_size: int,
-    device: torch.device | str,
-    implementations: tuple[str, ...] | list[str] = IMPLEMENTATIONS,
-    **measure: int,
-) -> tuple[str, dict[str, float]]:
-    """The fastest implementation measured on `device`, and every measured step time.
+def pick_implementation(*args, **kwargs) -> tuple[str, dict[str, float]]:
+    """The fastest implementation measured on the device, and every measured step time.
+    Takes measure_step_times' arguments (one signature, not two copies of it).
 
     Sequential is always measured, so the pick is never slower than it (as measured).
     """
-    candidates = ["sequential", *(name for name in implementations if name != "sequential")]
-    times = measure_step_times(
-        model_spec, input_shape, num_classes, members, batch_size, device, candidates, **measure
-    )
+    call = inspect.signature(measure_step_times).bind(*args, **kwargs)
+    call.apply_defaults()
+    asked = call.arguments["implementations"]
+    call.arguments["implementations"] = ["sequential", *(name for name in asked if name != "sequential")]
+    times = measure_step_times(*call.args, **call.kwargs)
     if not times:
-        raise RuntimeError(f"no ensemble implementation ran on {device}, not even sequential")
+        raise RuntimeError(f"no ensemble implementation ran on {call.arguments['device']}, not even sequential")
     return min(times, key=times.__getitem__), times

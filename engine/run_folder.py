@@ -60,14 +60,21 @@ HOST_TAG = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0]) or 
 _TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.tmp$")
 
 
-def _writer_alive(pid: int) -> bool:
+def process_alive(pid: int | None) -> bool:
+    """Whether process `pid` of this host exists (a zombie, exited but not yet reaped, is dead)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # exists, owned by someone else
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True  # no /proc (macOS): existence is all we can know
 
 
 def remove_stale_temp_files(folder: Path) -> list[Path]:
@@ -80,7 +87,7 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         found = _TEMP_NAME.match(entry.name)
-        if found and found["host"] == HOST_TAG and not _writer_alive(int(found["pid"])):
+        if found and found["host"] == HOST_TAG and not process_alive(int(found["pid"])):
             try:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine.run_folder import process_alive  # noqa: F401 (re-exported: the queue and runner use it)
 from workbench.heartbeat import STALE_SECONDS
 
 LOCK_FILE = "run.lock"
@@ -99,22 +100,6 @@ def lock_owner(run_dir: str | Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return owner if isinstance(owner, dict) else {}
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    try:  # a zombie (exited, not yet reaped by its parent) is dead too
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat[stat.rindex(")") + 2] != "Z"
-    except (OSError, ValueError, IndexError):
-        return True  # no /proc (macOS): existence is all we can know
 
 
 def worker_alive(record: dict[str, Any], now: float | None = None) -> bool:
