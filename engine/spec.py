@@ -252,6 +252,9 @@ class ExperimentSpec(_Section):
                 raise ValueError("fusion needs ensemble.members 1 and model.groups 1 (the fused model is built from the runs)")
         if self.fusion.prune.every and self.fusion.mode != "mutant":
             raise ValueError("fusion.prune.every > 0 needs fusion.mode 'mutant' (channel pruning narrows the fused model)")
+        if self.fusion.prune.every and self.freeze:
+            # pruning rebuilds the layers, so masks drawn over the built model no longer fit them
+            raise ValueError("fusion.prune.every > 0 needs freeze false (pruning rebuilds the layers a frozen subset is drawn on)")
         if self.seeding.run and not self.seeding.groups:
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self

@@ -43,6 +43,10 @@ REFUSED = {
     "grouped-first-kernels": ({"model.groups": 2, "partition.strategy": "first_kernels"}, ["first_kernels", "model.groups"]),
     "fusion-without-runs": ({"fusion.mode": "average"}, ["fusion.runs"]),
     "prune-without-mutant": ({"fusion.prune.every": 2}, ["fusion.prune.every", "mutant"]),
+    "prune-frozen-mutant": (
+        {"freeze": True, "fusion.mode": "mutant", "fusion.runs": ["{member}"], "fusion.prune.every": 1},
+        ["fusion.prune.every", "freeze false"],
+    ),
     "everything-fixed": ({"freeze": True, "partition.fraction": 1.0, "partition.include_fc": True}, ["partition.fraction"]),
 }
 
