@@ -158,3 +158,22 @@ def test_read_only_commands_work_on_a_read_only_logs_dir(tmp_path, workbench_exe
     shown = _read_only(logs, str(workbench_exe), "show", "cccc", "--json", "--logs-dir", str(logs))
     assert shown.returncode == 0 and json.loads(shown.stdout)["record"]["run_id"] == "cccccccc", shown.stderr
     assert {p.name: p.read_bytes() for p in logs.iterdir() if p.is_file()} == before
+
+
+def test_a_reader_lists_every_run_when_the_index_cannot_be_written(tmp_path, cli, monkeypatch):
+    import errno
+
+    from workbench import store as store_module
+
+    logs = tmp_path / "logs"
+    _fake_run(logs, "aaaaaaaa")
+    Store(logs).all()
+    _fake_run(logs, "bbbbbbbb")  # the index lacks it, and the disk is full
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(store_module, "atomic_write_json", full)
+    result = cli("runs", "--json", "--logs-dir", logs)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert {r["run_id"] for r in json.loads(result.stdout)} == {"aaaaaaaa", "bbbbbbbb"}

@@ -29,7 +29,7 @@ from workbench.heartbeat import HEARTBEAT_FILE
 from workbench.queue import DeviceQueue, default_max_per_device
 from workbench.liveness import ACTIVE, LIVE_STATUSES, RunLock, lock_owner, process_alive
 from workbench.records import LAUNCH_FILE, record_from_folder
-from workbench.store import READ_ONLY_ERRORS, Store
+from workbench.store import UNWRITABLE_ERRORS, Store
 from workbench.worker import CANCEL_FILE
 
 RESUMABLE = ("cancelled", "failed", "lost")
@@ -211,7 +211,7 @@ def refresh_active(store: Store) -> list[dict]:
             records[i] = fresh
     try:
         store.put_many(changed)
-    except OSError as exc:
-        if exc.errno not in READ_ONLY_ERRORS:
+    except OSError as exc:  # read-only or full: the index is a cache, listing must not need a write
+        if exc.errno not in UNWRITABLE_ERRORS:
             raise
     return records

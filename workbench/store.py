@@ -39,6 +39,7 @@ STORE_FILE = "store.json"
 TABLE = "runs"
 LOCK_TIMEOUT = 60  # seconds; a store operation takes milliseconds, so waiting this long means a stuck lock
 READ_ONLY_ERRORS = (errno.EACCES, errno.EPERM, errno.EROFS)
+UNWRITABLE_ERRORS = (*READ_ONLY_ERRORS, errno.ENOSPC, errno.EDQUOT)  # a reader goes on without writing the cache
 
 
 class CorruptStore(Exception):
@@ -153,7 +154,13 @@ class Store:
             yield _memory_table(self._reconciled(persist=False))
             return
         try:
-            self._reconciled(persist=True)
+            try:
+                self._reconciled(persist=True)
+            except OSError as exc:  # a full or read-only disk: a reader still gets every run
+                if write or exc.errno not in UNWRITABLE_ERRORS:
+                    raise
+                yield _memory_table(self._reconciled(persist=False))
+                return
             db = TinyDB(self.path, storage=AtomicJSONStorage)
             try:
                 yield db.table(TABLE)
