@@ -15,6 +15,7 @@ import pytest
 
 from engine.events import read_events
 from workbench.store import Store
+from cli_support import assert_clean_exit
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_EXPERIMENTS = REPO / "experiments.json"
@@ -33,13 +34,6 @@ def stored_runs(logs_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return list(json.loads(path.read_text() or "{}").get("runs", {}).values())
-
-
-def assert_clean_exit(result, code: int) -> None:
-    """The exit code, reached by a deliberate exit rather than an escaped exception."""
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stdout + result.stderr
 
 
 # ---------------------------------------------------------------------------------------

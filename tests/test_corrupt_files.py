@@ -19,15 +19,10 @@ from engine.run_folder import CorruptFile, RunFolder, read_json, read_json_objec
 from workbench.records import record_from_folder
 from workbench.store import Store
 from workbench.tui.feed import STATUSES, EventsTail, matches
+from cli_support import assert_clean_exit
 
 BAD_LINES = [b"\xff\xfe\x00garbage\n", b"[1,2]\n", b"3\n", b'"x"\n', b"null\n", b"[" * 5000 + b"\n",
              b'{"type":"movement","subsets":{}}\n', b'{"type":"start","step":0,"resumed_from":"x"}\n']  # fmt: skip
-
-
-def assert_clean_exit(result, code: int) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module")

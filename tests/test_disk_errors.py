@@ -23,14 +23,9 @@ import pytest
 from engine.events import read_events
 from engine.run_folder import HOST_TAG, atomic_write, atomic_write_json
 from workbench.store import Store
+from cli_support import assert_clean_exit
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def assert_clean_exit(result, code: int) -> None:
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr, result.exception)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    assert "Traceback" not in result.stdout + result.stderr
 
 
 class FullDisk:
