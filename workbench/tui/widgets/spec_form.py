@@ -13,7 +13,6 @@ a dim help line; the validation message for a field is shown under it on every c
 from __future__ import annotations
 
 import json
-import types
 import typing
 from typing import Any, Literal
 
