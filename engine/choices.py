@@ -63,3 +63,11 @@ FUSION_MODES.declare(
 
 PRUNE_CRITERIA.declare("bn_scale", "|BatchNorm scale| (network slimming)")
 PRUNE_CRITERIA.declare("channel_norm", "L2 norm of a kernel")
+
+# How a changing partition (spec.schedule) picks each phase's fixed coordinates (engine/phase_masks.py).
+SCHEDULE_MODES = Registry("schedule.mode")
+SCHEDULE_MODES.declare("alternate", "the fixed and trained coordinates of the partitioned layers swap every phase")
+SCHEDULE_MODES.declare(
+    "rotate", "each partitioned layer's kernels are cut into blocks and the partition moves on by one block every phase"
+)
+SCHEDULE_MODES.declare("resample", "a fresh draw of the partition strategy every phase, from a per-phase seed")

@@ -18,6 +18,10 @@ Kinds of event (field `type`; each has a TypedDict below, registered in KINDS):
     prune     step, params_before, params_after, widths {conv layer: channels}, and what the
               pruner reports (engine/pruning.py)
     end       step, status (completed | cancelled | failed), error (when failed)
+    phase     step, phase, masks (digest), fixed: a phase of a changing partition starts
+              (engine/phases.py; spec.schedule)
+    phase_movement  step, phase, start_step, subsets: {subset: {dist, speed, size, layers}}: how far
+              the phase moved the coordinates of each subset of its own masks, from its start
 Every event also carries `time` (seconds since the epoch, set by EventWriter).
 
 Lines are flushed as written, so a reader (the CLI, the TUI, another process) sees every
@@ -108,9 +112,24 @@ class End(Stepped, total=False):
     error: str
 
 
+class Phase(Stepped, total=False):
+    time: float
+    phase: int  # 0, 1, ...: which phase of a changing partition starts at `step`
+    masks: str  # engine.phase_masks.masks_digest of its masks (masks/phase_NNN.pt)
+    fixed: int  # how many coordinates it fixes
+
+
+class PhaseMovement(Stepped, total=False):
+    time: float
+    phase: int  # the phase that ends at `step`
+    start_step: int  # the step its start weights were taken at (it trained start_step+1 .. step)
+    subsets: dict[str, dict[str, Any]]  # subset of the phase's masks -> dist, speed, size, layers
+
+
 KINDS: dict[str, type] = {
     "queued": Queued, "start": Start, "movement": Movement, "eval": Eval,
     "checkpoint": Checkpoint, "prune": Prune, "end": End,
+    "phase": Phase, "phase_movement": PhaseMovement,
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA
+from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA, SCHEDULE_MODES
 
 
 class SpecError(ValueError):
@@ -58,6 +58,7 @@ Strategy = PARTITIONS.field_type()
 EnsembleImplementation = ENSEMBLE_IMPLEMENTATIONS.field_type()
 FusionMode = FUSION_MODES.field_type()
 PruneCriterion = PRUNE_CRITERIA.field_type()
+ScheduleMode = SCHEDULE_MODES.field_type()
 
 
 class _Section(BaseModel):
@@ -205,6 +206,34 @@ class CheckpointSpec(_Section):
     every: int = Field(0, ge=0, le=MAX_STEPS, description="Save a checkpoint every k steps (0 = only init and final).")
 
 
+class ScheduleSpec(_Section):
+    """A partition that changes during the run: phases of `every` steps (engine/phases.py)."""
+
+    every: int = Field(
+        0, ge=0, le=MAX_STEPS, description="Change which coordinates are fixed every k steps (0 = never: one partition)."
+    )
+    mode: ScheduleMode = Field("alternate", description="How each phase's fixed coordinates are chosen.")
+    optimizer_state: Literal["keep", "reset"] = Field(
+        "keep",
+        description="keep: a coordinate's momentum / Adam moments are held while it is fixed and resume when it trains "
+        "again; reset: the optimizer state of every coordinate starts afresh at each phase.",
+    )
+
+
+# Partition strategies whose masks do not depend on a seed: a fresh draw would be the same masks.
+_UNSEEDED_STRATEGIES = ("first_kernels", "layers", "groups", "none")
+
+
+class InitSpec(_Section):
+    """Start from another run's weights instead of the seed's initialisation (engine/init_run.py)."""
+
+    run: str | None = Field(None, description="Run id whose checkpoint gives the initial weights (same model spec).")
+    checkpoint: str = Field("final", description="Which checkpoint of `run` (init, final, step_N).")
+    optimizer: Literal["fresh", "carry"] = Field(
+        "fresh", description="fresh: a new optimizer state; carry: the run's optimizer state saved at that checkpoint."
+    )
+
+
 _DEVICE = re.compile(r"^(cpu|cuda|cuda:\d+|mps|auto)$")
 
 
@@ -225,6 +254,8 @@ class ExperimentSpec(_Section):
     seeding: SeedingSpec = Field(default_factory=SeedingSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     fusion: FusionSpec = Field(default_factory=FusionSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    init: InitSpec = Field(default_factory=InitSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -259,6 +290,29 @@ class ExperimentSpec(_Section):
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self
 
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> ExperimentSpec:
+        """A changing partition needs a partition to change, and a second phase."""
+        schedule, partition = self.schedule, self.partition
+        if not schedule.every:
+            return self
+        if schedule.every >= self.train.steps:
+            raise ValueError(
+                f"schedule.every {schedule.every} must be below train.steps {self.train.steps}, or the run has one phase"
+            )
+        if partition.strategy == "none" or self.ensemble.members > 1 or self.fusion.mode != "none":
+            raise ValueError("schedule.every > 0 needs a partition (partition.strategy not 'none'), no ensemble and no fusion")
+        if schedule.mode == "rotate" and (not 0 < partition.fraction < 1 or self.model.groups > 1):
+            raise ValueError(
+                f"schedule.mode 'rotate' needs 0 < partition.fraction < 1 (got {partition.fraction}) and model.groups 1"
+            )
+        if schedule.mode == "resample" and partition.strategy in _UNSEEDED_STRATEGIES:
+            raise ValueError(
+                f"schedule.mode 'resample' draws the partition afresh, but partition.strategy {partition.strategy!r} "
+                "draws nothing; use a random strategy (random_kernels, random_elements)"
+            )
+        return self
+
     @field_validator("device")
     @classmethod
     def _device_form(cls, value: str) -> str:
@@ -290,6 +344,8 @@ _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "seeding": (None,),
     "ensemble": (None,),
     "fusion": (None,),
+    "schedule": (None,),
+    "init": (None,),
 }
 
 

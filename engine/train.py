@@ -25,11 +25,12 @@ from torch import nn
 from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
-from engine.events import EventWriter
+from engine.events import EventWriter, run_events
 from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
 from engine.loop import BatchOrder, Hook, TrainState, call, run_steps, training_loss  # noqa: F401 (re-exported)
 from engine.models import Layer, model_layers, param_count
+from engine.phases import Phases
 from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
 from engine.pruning import widths
@@ -118,6 +119,8 @@ def train(
     features: list[Hook] = []
     if spec.freeze:
         features.append(Freezing(model, prep.layers, prep.masks["fixed"]))
+    # A changing partition switches masks right after freezing's copy-back, before anything is saved.
+    features += [Phases(prep.layers, prep.masks, folder)] if spec.schedule.every else []
     pruning = Pruning(model, spec.fusion.prune, saved) if spec.fusion.prune.every else None
     features += [pruning] if pruning else []
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
@@ -136,8 +139,9 @@ def train(
         spec=spec,
         device=prep.device,
         model=model,
-        # Weights fixed whole (by freezing or by construction) are not handed to the optimizer.
-        optimizer=make_optimizer(trainable(model), spec.optimizer),
+        # Weights fixed whole (by freezing or by construction) are not handed to the optimizer;
+        # with a changing partition they all are (engine/phases.py: one state layout in every phase).
+        optimizer=make_optimizer(list(model.parameters()) if spec.schedule.every else trainable(model), spec.optimizer),
         order=BatchOrder(len(data.train_y), spec.data.batch_size, spec.seed, prep.device),
         masks=prep.masks,
         emit=emit,
@@ -187,6 +191,7 @@ def train(
         "wall_seconds": round(elapsed, 3),
         "steps_per_second": round(step / elapsed, 2) if elapsed > 0 else None,
         "params": param_count(state.model),
+        **({"phases": run_events(folder.events_path, "phase_movement")} if spec.schedule.every else {}),
         **({"resumed": True} if resume else {}),
     }
     folder.write_summary(summary)
