@@ -184,4 +184,7 @@ def scope_rows(comparison: dict[str, Any]) -> list[tuple[str, str, str, dict[str
     short = "train" if comparison.get("loss_key") == "train_loss" else "eval"
     rows += [("loss-matched", f"{short} loss <= {entry['loss']:g}", "subset", entry["subset"])
              for entry in comparison["loss_matched"]]
+    # a changing partition: dist of the coordinates each phase trained, over that phase (workbench/phase_verdict.py)
+    rows += [("phase", f"phase {entry['phase']} (steps {entry['start_step']}-{entry['step']})", "subset", entry)
+             for entry in comparison.get("phases", [])]
     return rows

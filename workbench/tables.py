@@ -161,7 +161,22 @@ def run_detail(summary: dict[str, Any], folder: RunFolder) -> Group:
     # None): what it shows instead is how its channels went.
     movement = _section(summary, "movement")
     body = movement_table(movement) if movement else pruning_table(folder)
-    return Group(headline, body, Text(f"folder: {folder.path}", style="dim"))
+    phases = [phases_table(summary["phases"])] if isinstance(summary.get("phases"), list) and summary["phases"] else []
+    return Group(headline, body, *phases, Text(f"folder: {folder.path}", style="dim"))
+
+
+def phases_table(phases: list[dict[str, Any]]) -> Table:
+    """A changing partition's phases: how far each moved the coordinates it trained (`subset`)
+    and those it fixed, from the phase's start weights (engine/phases.py)."""
+    table = Table(title="movement per phase (from the phase's start; subset = what the phase trained)", header_style="bold")
+    for column in ("phase", "steps", "subset dist", "subset speed", "fixed dist", "trained coords"):
+        table.add_column(column, justify="left" if column in ("phase", "steps") else "right")
+    for record in phases:
+        subsets = _section(record, "subsets")
+        trained, fixed = _section(subsets, "subset"), _section(subsets, "fixed")
+        table.add_row(str(record.get("phase")), f"{record.get('start_step')}-{record.get('step')}", number(trained.get("dist")),
+                      number(trained.get("speed")), number(fixed.get("dist")), number(trained.get("size")))
+    return table
 
 
 def pruning_table(folder: RunFolder) -> Table | Text:

@@ -35,12 +35,13 @@ from typing import Any, Iterable
 
 from engine.events import EventsFold
 from engine.run_folder import RunFolder
+from workbench.phase_verdict import phase_comparison
 from workbench.scoped_verdict import scope_rows, scoped_comparison
 from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_quantile  # noqa: F401 (t_quantile: re-exported)
 
 METRICS = ("dist", "speed")
 FINAL_METRICS = ("eval_acc", "eval_loss", "train_loss")
-SCOPED_KEYS = ("headline", "all", "kinds", "layers", "normalized", "loss_key", "loss_matched", "detectable_ratio")
+SCOPED_KEYS = ("headline", "all", "kinds", "layers", "normalized", "loss_key", "loss_matched", "detectable_ratio", "phases")
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,6 +223,7 @@ def _compare(
         "answer": answer(scoped["headline"], arm, reference, frozen, paired=bool(seeds)),
         **scoped,
         **({"detectable_ratio": headline["detectable_ratio"]} if undecided else {}),
+        **({"phases": phases} if (phases := phase_comparison(pairs)) else {}),
     }
 
 
