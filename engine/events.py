@@ -22,6 +22,9 @@ Kinds of event (field `type`; each has a TypedDict below, registered in KINDS):
               (engine/phases.py; spec.schedule)
     phase_movement  step, phase, start_step, subsets: {subset: {dist, speed, size, layers}}: how far
               the phase moved the coordinates of each subset of its own masks, from its start
+    basin     step, train_loss (whole training split): a run continuing another (spec.init.run)
+    interpolation  step, alpha [21], train_loss [21]: the loss on the line from its start to its
+              end weights (engine/basin.py)
 Every event also carries `time` (seconds since the epoch, set by EventWriter).
 
 Lines are flushed as written, so a reader (the CLI, the TUI, another process) sees every
@@ -126,10 +129,21 @@ class PhaseMovement(Stepped, total=False):
     subsets: dict[str, dict[str, Any]]  # subset of the phase's masks -> dist, speed, size, layers
 
 
+class Basin(Stepped, total=False):
+    time: float
+    train_loss: float  # on the whole training split, eval mode (engine/basin.py)
+
+
+class Interpolation(Stepped, total=False):
+    time: float
+    alpha: list[float]  # 0 .. 1: the start (converged) weights .. the final weights
+    train_loss: list[float]  # on the whole training split at each alpha
+
+
 KINDS: dict[str, type] = {
     "queued": Queued, "start": Start, "movement": Movement, "eval": Eval,
     "checkpoint": Checkpoint, "prune": Prune, "end": End,
-    "phase": Phase, "phase_movement": PhaseMovement,
+    "phase": Phase, "phase_movement": PhaseMovement, "basin": Basin, "interpolation": Interpolation,
 }
 
 

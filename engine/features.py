@@ -152,6 +152,8 @@ class Checkpoints(Hook):
     def on_end(self, state: TrainState) -> None:
         if state.status == "completed":
             self.folder.save_tensors(self.folder.checkpoint_path("final"), state.model.state_dict())
+            # the optimizer state at the end too: a run continuing this one may carry it (engine/init_run.py)
+            self.folder.save_tensors(self.folder.train_state_path, state.snapshot())
         else:
             self.save(state)  # a cancelled run resumes from here
 

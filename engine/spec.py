@@ -291,6 +291,12 @@ class ExperimentSpec(_Section):
         return self
 
     @model_validator(mode="after")
+    def _init_fits(self) -> ExperimentSpec:
+        if self.init.run and (self.fusion.mode != "none" or self.ensemble.members > 1 or self.seeding.groups):
+            raise ValueError("init.run needs no fusion, no ensemble and no seeding.groups (it gives every initial weight)")
+        return self
+
+    @model_validator(mode="after")
     def _schedule_fits(self) -> ExperimentSpec:
         """A changing partition needs a partition to change, and a second phase."""
         schedule, partition = self.schedule, self.partition
@@ -385,6 +391,12 @@ class StudySpec(_Section):
         | typing.Annotated[list[typing.Annotated[int, Field(ge=0, le=SEED_MAX)]], Field(min_length=1, max_length=MAX_SEEDS)]
     ) = Field(3, description="How many seeds (0..K-1), or the list of seeds; a seed sets init and data order.")
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides applied to every arm.")
+    continues: str | None = Field(
+        None,
+        description="An experiment: every arm starts from the final weights of that experiment's run with the same "
+        "seed (init.run, run first when missing), e.g. to escape a converged model's minimum; the verdict adds "
+        "the escape figures.",
+    )
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Dotted key -> values: every combination (a cell) is a sub-study of its own, with the cell's "
@@ -740,8 +752,15 @@ class Experiments:
             reference = unfrozen[0]
         elif reference not in labels:
             raise SpecError(f"{where}.reference: {reference!r} is not an arm; arms: {', '.join(labels)}")
+        sources = {}
+        if study.continues is not None:  # each seed's converged run, resolved as its own experiment
+            if study.continues not in self.entries:
+                raise SpecError(f"{where}.continues: unknown experiment {study.continues!r}"
+                                f"{_suggest(study.continues, self.names, 'known')}")
+            base = self.resolve(study.continues, {"seed": seed_list[0]})
+            sources = {seed: base.model_copy(update={"seed": seed}) for seed in seed_list}
         return ResolvedStudy(name, study.description, reference, seed_list, specs,
-                             {arm.label: arm.experiment for arm in arms})
+                             {arm.label: arm.experiment for arm in arms}, sources=sources, continues=study.continues)
 
     def _merged(self, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if name not in self.entries:
@@ -809,6 +828,8 @@ class ResolvedStudy:
     specs: dict[str, dict[int, ExperimentSpec]]  # arm label -> seed -> spec
     experiments: dict[str, str]  # arm label -> experiment name
     cells: list[StudyCell] = field(default_factory=list)
+    sources: dict[int, ExperimentSpec] = field(default_factory=dict)  # `continues`: seed -> the run each arm starts from
+    continues: str | None = None  # the experiment of `sources`
 
     @property
     def arms(self) -> list[str]:

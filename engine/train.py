@@ -30,6 +30,8 @@ from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
 from engine.loop import BatchOrder, Hook, TrainState, call, run_steps, training_loss  # noqa: F401 (re-exported)
 from engine.models import Layer, model_layers, param_count
+from engine.basin import Basin
+from engine.init_run import CarriedOptimizer, start_from_run
 from engine.phases import Phases
 from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
@@ -69,13 +71,16 @@ def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_
     check_fits(spec, data.input_shape, data.num_classes, device)
     built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
     model, spec = built.model, built.spec
+    notes = dict(built.notes)
+    if spec.init.run:  # continue another run's weights (a converged model), checked before any folder
+        notes.update(start_from_run(model, spec, runs_dir))
     layers = model_layers(model)
     if spec.fusion.prune.every:
         widths(model)  # SpecError unless the model's channels can be pruned (not resnet, not grouped)
     masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
     if spec.freeze and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
-    notes = {**built.notes, "params": param_count(model)}
+    notes = {**notes, "params": param_count(model)}
     return Prepared(spec, device, data, model.to(device), layers, masks, notes)
 
 
@@ -126,7 +131,10 @@ def train(
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
     tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     features += [Tracking(tracker, spec.train.steps, spec.track.every)] if tracker else []
-    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none"), Checkpoints(folder), *hooks]
+    features += [CarriedOptimizer(folder.path.parent)] if spec.init.run and spec.init.optimizer == "carry" else []
+    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none")]
+    features += [Basin(data.train_x, data.train_y, folder)] if spec.init.run else []  # did it leave the converged basin?
+    features += [Checkpoints(folder), *hooks]
 
     events = EventWriter(folder.events_path)
 

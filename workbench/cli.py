@@ -432,6 +432,10 @@ def _study_verdict(resolved, found: list, any_code: bool) -> dict:
     else:
         verdict = study_verdict(resolved.name, found[0].runs, resolved.reference)
         verdicts = [verdict]
+        if resolved.continues:  # continuing converged runs: best loss, escapes, barriers per arm
+            from workbench.escape import escape_section
+
+            verdict["escape"] = escape_section(found[0].runs, resolved.reference)
     if any_code:
         note = code_note({f"{i} {arm}": seeds for i, f in enumerate(found) for arm, seeds in f.records().items()})
         for each in verdicts:
@@ -453,12 +457,19 @@ def study(
     as_json: AsJson = False,
 ) -> None:
     """Run (or re-use) every arm x seed of a study (of every cell of a sweep), wait, and print the verdict."""
+    from workbench.escape import continue_from_sources
     from workbench.progress import follow_runs
     from workbench.study import check_completed, gather
     from workbench.sweep import grid_table
     from workbench.verdict import verdict_table
 
     resolved = _resolve_study(experiments, name, seeds, set_)
+    try:  # a study that `continues` converged runs: those first (workbench/escape.py)
+        resolved = continue_from_sources(resolved, logs_dir, launch=True, max_per_device=max_per_device,
+                                         any_code=reuse_any_code, follow=lambda labels: follow_runs(labels, stderr))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped watching; the runs go on in the background. `workbench study {name}` picks them up.", err=True)
+        raise typer.Exit(130) from None
     parts = [cell.study for cell in resolved.cells] or [resolved]
     found = [gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code) for part in parts]
     study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
@@ -488,6 +499,8 @@ def study(
         typer.echo(json.dumps(verdict))
     else:
         stdout.print(grid_table(verdict) if resolved.cells else verdict_table(verdict))
+        for entry in verdict.get("escape", []):
+            stdout.print(f"[bold]{entry['arm']}[/bold]: {entry['sentence']}; left the basin in {entry['escaped']} of {entry['n']}", highlight=False)
 
 
 @app.command()
@@ -510,6 +523,9 @@ def report(
 
     seeds, set_ = study_memory.report_options(logs_dir, name, seeds, set_, lambda line: typer.echo(line, err=True))
     resolved = _resolve_study(experiments, name, seeds, set_)
+    from workbench.escape import continue_from_sources
+
+    resolved = continue_from_sources(resolved, logs_dir, launch=False, any_code=reuse_any_code)
     parts = [cell.study for cell in resolved.cells] or [resolved]
     found = [gather(part, logs_dir, launch=False, any_code=reuse_any_code) for part in parts]
     missing = [

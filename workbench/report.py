@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from engine.run_folder import atomic_write  # noqa: E402
+from workbench.escape_report import escape_markdown, plot_interpolation  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
@@ -61,6 +62,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "ratio.png": plot_ratios(verdict),
         "layers.png": plot_scopes(verdict),
         "eval.png": plot_eval(loaded),
+        "interpolation.png": plot_interpolation(verdict),  # a study continuing converged runs
     }
     written = []
     for name, figure in figures.items():
@@ -239,6 +241,7 @@ def markdown(verdict: dict[str, Any], loaded: dict[str, dict[int, RunSeries]], i
     lines = [f"# Study `{verdict['study']}`", ""]
     for comparison in verdict["comparisons"]:
         lines += [f"**{comparison['answer']}**", ""]
+    lines += escape_markdown(verdict)
     for comparison in verdict["comparisons"]:
         lines += _comparison_tables(comparison)
     if verdict.get("arm_figures"):
