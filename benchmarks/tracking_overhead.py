@@ -30,6 +30,12 @@ from engine.train import prepare, train  # noqa: E402
 
 
 def step_seconds(spec, logs: Path) -> float:
+    stamps = step_stamps(spec, logs)
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def step_stamps(spec, logs: Path) -> list[float]:
+    """The time at the end of every step of a real run of `spec` (benchmarks/phase_switch.py uses them too)."""
     prep = prepare(spec)
     stamps: list[float] = []
 
@@ -41,7 +47,7 @@ def step_seconds(spec, logs: Path) -> float:
         stamps.append(time.perf_counter())
 
     train(prep, RunFolder.create(logs), experiment="bench", on_step=on_step)
-    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+    return stamps
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
 from engine.spec import Experiments, ResolvedStudy
+from workbench.escape import continue_from_sources, escape_section
 from workbench.study import RunKeys, match_runs, stored_runs
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
@@ -111,6 +112,8 @@ class StudyMatcher:
         key = (state.name, resolved.reference, tuple((arm, s, str(p)) for arm, by in folders.items() for s, p in by.items()))
         if key not in self._verdicts:
             self._verdicts[key] = study_verdict(state.name, folders, resolved.reference)
+            if resolved.continues:
+                self._verdicts[key]["escape"] = escape_section(folders, resolved.reference)
         return self._verdicts[key]
 
     def poll(self) -> tuple[list[StudyState], str]:
@@ -124,7 +127,8 @@ class StudyMatcher:
         for name in catalog.studies:
             state = StudyState(name)
             try:
-                resolved = catalog.study(name)
+                # a study continuing converged runs: its arms' specs name them (workbench/escape.py)
+                resolved = continue_from_sources(catalog.study(name), self.logs_dir, launch=False)
                 state.description, state.reference = resolved.description, resolved.reference
                 state.arms, state.seeds = resolved.arms, list(resolved.seeds)
                 if resolved.cells:
@@ -281,7 +285,8 @@ class StudiesScreen(PollingScreen):
         table = self.query_one("#study-verdict", DataTable)
         chart = self.query_one("#study-chart", MetricChart)
         comparisons = verdict["comparisons"]
-        answer.update("\n".join(c["answer"] for c in comparisons))
+        escape = [f"{e['arm']}: {e['sentence']}; left the basin in {e['escaped']} of {e['n']}" for e in verdict.get("escape", [])]
+        answer.update("\n".join([c["answer"] for c in comparisons] + escape))
         answer.display = table.display = chart.display = True
         for comparison in comparisons:
             # the headline (partitioned layers) first, then all layers, kinds, layers,

@@ -1,0 +1,37 @@
+"""The verdict per phase of a schedule study (workbench/phase_verdict.py) over real tiny runs:
+frozen arm vs the same schedule with everything training, paired by seed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.run_folder import RunFolder
+from engine.train import prepare, train
+from factories import tiny_spec
+from workbench.scoped_verdict import scope_rows
+from workbench.verdict import study_verdict
+
+
+def test_each_phase_gets_a_ratio_of_the_dist_its_trained_coordinates_moved(tmp_path):
+    runs: dict[str, dict[int, object]] = {"tracked": {}, "frozen": {}}
+    for seed in (0, 1):
+        for arm, freeze in (("tracked", False), ("frozen", True)):
+            folder = RunFolder.create(tmp_path)
+            spec = tiny_spec(seed=seed, freeze=freeze, schedule__every=4, schedule__mode="alternate")
+            train(prepare(spec), folder, experiment=arm)
+            runs[arm][seed] = folder.path
+    verdict = study_verdict("alternate", runs, "tracked")
+    phases = verdict["comparisons"][0]["phases"]
+    assert [(p["phase"], p["start_step"], p["step"]) for p in phases] == [(0, 0, 4), (1, 4, 8), (2, 8, 12)]
+    for entry in phases:
+        expected = []
+        for seed in (0, 1):
+            arm, ref = (RunFolder(runs[side][seed]).summary()["phases"][entry["phase"]] for side in ("frozen", "tracked"))
+            expected.append(arm["subsets"]["subset"]["dist"] / ref["subsets"]["subset"]["dist"])
+        assert [p["ratio"] for p in entry["per_seed"]] == pytest.approx(expected)
+        assert entry["ratio"] == pytest.approx(math.sqrt(expected[0] * expected[1])) and entry["n"] == 2
+    assert verdict["phases"] == phases  # the first comparison's, at the top level too
+    rows = [row for row in scope_rows(verdict["comparisons"][0]) if row[0] == "phase"]
+    assert [row[1] for row in rows] == ["phase 0 (steps 0-4)", "phase 1 (steps 4-8)", "phase 2 (steps 8-12)"]
