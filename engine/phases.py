@@ -118,17 +118,13 @@ class Phases(Hook):
         params = dict(state.model.named_parameters())
         squares, sizes = [], []  # [layer][subset]
         for layer in self.layers:
-            row, count = [], []
-            for subset in SUBSETS:
-                total = torch.zeros((), dtype=torch.float64, device=state.device)
-                for name in layer.params:
-                    mask = state.masks[subset][name]
-                    moved = (params[name] - self.start_weights[name]).double()
-                    total += moved.square().mul(mask.to(moved.device)).sum()
-                row.append(total)
-                count.append(int(sum(int(state.masks[subset][name].sum()) for name in layer.params)))
-            squares.append(torch.stack(row))
-            sizes.append(count)
+            row = torch.zeros(len(SUBSETS), dtype=torch.float64, device=state.device)
+            for name in layer.params:
+                moved_sq = (params[name] - self.start_weights[name]).double().square()
+                for s, subset in enumerate(SUBSETS):
+                    row[s] += moved_sq.mul(state.masks[subset][name].to(moved_sq.device)).sum()
+            squares.append(row)
+            sizes.append([int(sum(int(state.masks[subset][name].sum()) for name in layer.params)) for subset in SUBSETS])
         per_layer = torch.stack(squares).cpu().tolist()  # one host sync per phase
 
         def figures(square: float) -> dict:
@@ -149,8 +145,8 @@ class Phases(Hook):
     # --- optimizer state while fixed (schedule.optimizer_state keep) -------------------------
     def _hold(self, state: TrainState) -> None:
         self.held = []
-        if state.spec.schedule.optimizer_state != "keep":
-            return
+        if state.spec.schedule.optimizer_state != "keep" or not state.spec.freeze:
+            return  # (with freeze false the "fixed" coordinates train: their state must go on)
         for name, param in state.model.named_parameters():
             mask = state.masks["fixed"][name]
             if not mask.any() or mask.all():  # wholly trained, or fixed whole (no gradient: skipped)

@@ -7,10 +7,13 @@ import math
 
 import pytest
 
+from rich.console import Console
+
 from engine.run_folder import RunFolder
 from engine.train import prepare, train
 from factories import tiny_spec
 from workbench.scoped_verdict import scope_rows
+from workbench.tables import run_detail
 from workbench.verdict import study_verdict
 
 
@@ -35,3 +38,14 @@ def test_each_phase_gets_a_ratio_of_the_dist_its_trained_coordinates_moved(tmp_p
     assert verdict["phases"] == phases  # the first comparison's, at the top level too
     rows = [row for row in scope_rows(verdict["comparisons"][0]) if row[0] == "phase"]
     assert [row[1] for row in rows] == ["phase 0 (steps 0-4)", "phase 1 (steps 4-8)", "phase 2 (steps 8-12)"]
+
+    # `workbench show` draws each run's phases: the steps and the dist of what each phase trained
+    folder = RunFolder(runs["frozen"][0])
+    console = Console(width=160, record=True)
+    console.print(run_detail(folder.summary(), folder))
+    shown = console.export_text()
+    assert "movement per phase" in shown
+    for record in folder.summary()["phases"]:
+        start, end = record["start_step"], record["step"]
+        row = next(line for line in shown.splitlines() if f" {start}-{end} " in line)
+        assert f"{record['subsets']['subset']['dist']:.4g}" in row and row.split()[1] == str(record["phase"])

@@ -184,3 +184,14 @@ def test_the_schedule_is_part_of_the_digest_only_when_it_is_set():
     plain = tiny_spec()
     assert plain.digest() != tiny_spec(schedule__every=4).digest() != tiny_spec(schedule__every=4, schedule__mode="rotate").digest()
     assert "schedule" not in plain.model_dump(mode="json", exclude_defaults=True)
+
+
+def test_with_freeze_false_and_keep_a_schedule_changes_no_weight(tmp_path):
+    """The reference arm of a schedule study trains exactly as plain training: only what is
+    recorded differs (the "fixed" coordinates of a phase train, and so does their momentum)."""
+    finals = []
+    for schedule in ({"schedule__every": EVERY, "schedule__mode": "alternate"}, {}):
+        folder = RunFolder.create(tmp_path)
+        train(prepare(tiny_spec(freeze=False, train__steps=STEPS, **OPTIMIZERS["adam"], **schedule)), folder, experiment="t")
+        finals.append(folder.load_tensors(folder.checkpoint_path("final")))
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[1])
