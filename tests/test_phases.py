@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine.events import read_events
+from engine.loop import Hook
 from engine.models import model_layers
 from engine.phase_masks import masks_digest, phase_masks, phase_seed
 from engine.phases import phase_masks_path, phase_start_name
@@ -195,3 +196,55 @@ def test_with_freeze_false_and_keep_a_schedule_changes_no_weight(tmp_path):
         train(prepare(tiny_spec(freeze=False, train__steps=STEPS, **OPTIMIZERS["adam"], **schedule)), folder, experiment="t")
         finals.append(folder.load_tensors(folder.checkpoint_path("final")))
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[1])
+
+
+class OptimizerStates(Hook):
+    """Copies of the optimizer's per-coordinate state after the steps in `at`."""
+
+    def __init__(self, at: set[int]) -> None:
+        self.at, self.seen = at, {}
+
+    def after_step(self, state) -> None:
+        if state.step in self.at:
+            self.seen[state.step] = {
+                name: {k: v.clone() for k, v in state.optimizer.state.get(p, {}).items() if v.dim()}
+                for name, p in state.model.named_parameters()
+            }
+
+
+def test_keep_holds_a_fixed_coordinates_adam_moments_for_the_whole_phase(tmp_path):
+    folder = RunFolder.create(tmp_path)
+    peek = OptimizerStates({4, 5, 8})
+    train(prepare(phased("alternate", "adam")), folder, experiment="t", hooks=[peek])
+    fixed = saved_masks(folder, 1)["fixed"]  # phase 1: steps 5-8
+    partial = [name for name, mask in fixed.items() if mask.any() and not mask.all()]
+    assert partial
+    for name in partial:
+        mask = fixed[name]
+        for key in ("exp_avg", "exp_avg_sq"):
+            start, later, end = (peek.seen[step][name][key][mask] for step in (4, 5, 8))
+            assert torch.equal(start, later) and torch.equal(start, end), (name, key)
+            assert start.abs().sum() > 0  # they trained in phase 0: real moments, held
+    trained = saved_masks(folder, 1)["subset"][partial[0]]
+    assert not torch.equal(peek.seen[4][partial[0]]["exp_avg"][trained], peek.seen[8][partial[0]]["exp_avg"][trained])
+
+
+def test_reset_starts_every_phase_with_a_fresh_optimizer_state(tmp_path):
+    peek = OptimizerStates({4, 5})
+    folder = RunFolder.create(tmp_path)
+    train(prepare(phased("alternate", "sgd", schedule__optimizer_state="reset")), folder, experiment="t", hooks=[peek])
+    keep = OptimizerStates({5})
+    train(prepare(phased("alternate", "sgd")), RunFolder.create(tmp_path), experiment="t", hooks=[keep])
+    assert all(not state for state in peek.seen[4].values())  # cleared at the switch that ends step 4
+    # step 5's momentum is then its own gradient alone (SGD's first step), unlike with keep
+    name = next(n for n, s in peek.seen[5].items() if s)
+    assert not torch.equal(peek.seen[5][name]["momentum_buffer"], keep.seen[5][name]["momentum_buffer"])
+
+
+def test_the_cli_refuses_a_bad_schedule_before_any_folder(cli, experiments_file, tmp_path):
+    logs = tmp_path / "logs"
+    result = cli("run", "--headless", "half-fixed", "--set", "schedule.every=5", "--set", "schedule.mode=resample",
+                 "--experiments", experiments_file, "--logs-dir", logs)
+    assert result.exit_code == 2 and "Traceback" not in result.stdout + result.stderr
+    assert "schedule.mode 'resample'" in result.stderr and "first_kernels" in result.stderr
+    assert not logs.exists() or not [p for p in logs.iterdir() if p.is_dir()]
