@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import TINY_EXPERIMENTS
 from engine.run_folder import read_json
+from workbench.tui.screens.studies import StudyMatcher
 
 
 def test_an_escape_study_continues_each_seeds_converged_run(cli, tmp_path):
@@ -50,3 +51,9 @@ def test_an_escape_study_continues_each_seeds_converged_run(cli, tmp_path):
     assert report.exit_code == 0, report.stderr
     page = Path(report.stdout.strip())
     assert entry["sentence"] in page.read_text() and (page.parent / "interpolation.png").stat().st_size > 0
+
+    # the Studies screen matches the continued runs too, and carries the same escape figures
+    states, error = StudyMatcher(experiments, logs).poll()
+    (state,) = [s for s in states if s.name == "escape"]
+    assert not error and not state.error and state.complete
+    assert [e["sentence"] for e in state.verdict["escape"]] == [entry["sentence"]]

@@ -294,6 +294,9 @@ class StudiesScreen(PollingScreen):
             prefix = f"{comparison['arm']}: " if len(comparisons) > 1 else ""
             for _, scope, side, figures in scope_rows(comparison):
                 table.add_row(prefix + scope, side, *s_cells(figures))
+        for entry in verdict.get("escape", []):  # continuing converged runs: arm / control per fraction
+            table.add_row(f"{entry['arm']}: best train loss", "all", *s_cells(entry["best_train_loss"]))
+            table.add_row(f"{entry['arm']}: distance from start", "all", *s_cells(entry["distance"]))
         if self._charted != id(verdict):
             self._charted = id(verdict)
             headline = comparisons[0].get("headline") or {}
