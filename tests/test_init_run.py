@@ -81,14 +81,15 @@ REFUSED = {
 }
 
 
+@pytest.mark.parametrize("command", [["run", "--headless"], ["submit"]])  # submit: through engine/preflight.py
 @pytest.mark.parametrize("case", list(REFUSED))
-def test_a_bad_init_is_one_sentence_exit_2_and_no_folder(case, cli, experiments_file, converged):
+def test_a_bad_init_is_one_sentence_exit_2_and_no_folder(case, command, cli, experiments_file, converged):
     logs, source, frozen = converged
     overrides, fragments = REFUSED[case]
     before = sorted(p for p in logs.iterdir() if p.is_dir())
     sets = [a for key, value in overrides.items()
             for a in ("--set", f"{key}={json.dumps(value).replace('{source}', source).replace('{frozen}', frozen)}")]
-    result = cli("run", "--headless", "baseline", *sets, "--experiments", experiments_file, "--logs-dir", logs)
+    result = cli(*command, "baseline", *sets, "--experiments", experiments_file, "--logs-dir", logs)
     assert result.exit_code == 2, (result.stdout, result.stderr, result.exception)
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
