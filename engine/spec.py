@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA
 
@@ -167,11 +167,34 @@ class SeedingSpec(_Section):
     checkpoint: str = Field("final", description="Which checkpoint of `run` to copy from (init, final, step_N).")
 
 
+class ElasticFreeze(_Section):
+    """Soft freezing: the fixed coordinates train but are pulled back to their initial values."""
+
+    mode: Literal["elastic"] = Field(description="elastic: the fixed coordinates train, pulled back to init with strength rho.")
+    rho: float = Field(ge=0, le=1e12, description="Strength of the pull (0: no pull, the plain run; large: hard freezing).")
+    rule: Literal["decoupled"] = Field(
+        "decoupled",
+        description="decoupled: after every optimizer step, w -= min(lr*rho, 1) * (w - w0) on the fixed coordinates "
+        "(EASGD's elastic force, outside the optimizer's momentum and Adam scaling; capped at 1 so it never overshoots w0).",
+    )
+
+
+class CouplingSpec(_Section):
+    """Elastic averaging between ensemble members (Zhang, Choromanska & LeCun 2015)."""
+
+    mode: Literal["none", "easgd"] = Field(
+        "none", description="none: independent members; easgd: members and a center variable pull on each other."
+    )
+    rho: float = Field(0.1, ge=0, le=1e12, description="Elastic strength; alpha = lr * rho per coupling.")
+    period: int = Field(1, ge=1, le=MAX_STEPS, description="Couple every this many steps (tau).")
+
+
 class EnsembleSpec(_Section):
     members: int = Field(1, ge=1, le=MAX_MEMBERS, description="Train this many independent models as one (each with its own loss).")
     implementation: EnsembleImplementation = Field(
         "auto", description="How the members run: auto picks the fastest measured on the device."
     )
+    coupling: CouplingSpec = Field(default_factory=CouplingSpec)
 
 
 class PruneSpec(_Section):
@@ -219,7 +242,11 @@ class ExperimentSpec(_Section):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
-    freeze: bool = Field(False, description="true: the fixed coordinates are frozen; false: all train, same partition tracked.")
+    freeze: bool | ElasticFreeze = Field(
+        False,
+        description="true: the fixed coordinates are frozen; false: all train, same partition tracked; "
+        '{"mode": "elastic", "rho": R}: they train, pulled back to their initial values.',
+    )
     track: TrackSpec = Field(default_factory=TrackSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     seeding: SeedingSpec = Field(default_factory=SeedingSpec)
@@ -255,9 +282,35 @@ class ExperimentSpec(_Section):
         if self.fusion.prune.every and self.freeze:
             # pruning rebuilds the layers, so masks drawn over the built model no longer fit them
             raise ValueError("fusion.prune.every > 0 needs freeze false (pruning rebuilds the layers a frozen subset is drawn on)")
+        if self.ensemble.coupling.mode != "none" and self.ensemble.members < 2:
+            raise ValueError(
+                f"ensemble.coupling.mode {self.ensemble.coupling.mode!r} couples ensemble members; set ensemble.members >= 2"
+            )
         if self.seeding.run and not self.seeding.groups:
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_form(cls, value: Any) -> Any:
+        # One sentence for a bad value, not one complaint per member of the union.
+        if isinstance(value, dict):
+            try:
+                return ElasticFreeze.model_validate(value)
+            except ValidationError as exc:
+                # the caller's message shows the whole value: here only what is wrong in it
+                raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg'].lower()}" for e in exc.errors())) from None
+        if isinstance(value, ElasticFreeze):
+            return value
+        try:
+            return TypeAdapter(bool).validate_python(value)  # what a plain bool field always accepted
+        except ValidationError:
+            raise ValueError('must be true, false or {"mode": "elastic", "rho": R} with R >= 0') from None
+
+    @property
+    def elastic(self) -> ElasticFreeze | None:
+        """The elastic pull on the fixed coordinates, when `freeze` asks for one."""
+        return self.freeze if isinstance(self.freeze, ElasticFreeze) else None
 
     @field_validator("device")
     @classmethod
@@ -288,7 +341,7 @@ _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "model": ("groups", "connectivity", "head"),
     "partition": ("groups",),
     "seeding": (None,),
-    "ensemble": (None,),
+    "ensemble": ("coupling", None),
     "fusion": (None,),
 }
 

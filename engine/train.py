@@ -25,6 +25,7 @@ from torch import nn
 from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
+from engine.elastic import ElasticPull
 from engine.events import EventWriter
 from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
@@ -72,7 +73,7 @@ def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_
     if spec.fusion.prune.every:
         widths(model)  # SpecError unless the model's channels can be pruned (not resnet, not grouped)
     masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
-    if spec.freeze and subset_sizes(masks)["subset"] == 0:
+    if spec.freeze is True and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
     notes = {**built.notes, "params": param_count(model)}
     return Prepared(spec, device, data, model.to(device), layers, masks, notes)
@@ -116,8 +117,10 @@ def train(
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
 
     features: list[Hook] = []
-    if spec.freeze:
+    if spec.freeze is True:
         features.append(Freezing(model, prep.layers, prep.masks["fixed"]))
+    elif spec.elastic and spec.elastic.rho > 0:  # rho 0 pulls nothing: the plain run, bit for bit
+        features.append(ElasticPull(model, prep.masks["fixed"], spec.elastic.rho))
     pruning = Pruning(model, spec.fusion.prune, saved) if spec.fusion.prune.every else None
     features += [pruning] if pruning else []
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.

@@ -222,7 +222,7 @@ def experiments_table(specs: dict[str, ExperimentSpec]) -> Table:
     for name, spec in specs.items():
         table.add_row(
             name,
-            "yes" if spec.freeze else "no",
+            f"elastic {spec.elastic.rho:g}" if spec.elastic else "yes" if spec.freeze else "no",
             partition_text(spec.partition),
             model_text(spec),
             spec.data.name,
