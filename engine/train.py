@@ -25,6 +25,7 @@ from torch import nn
 from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
+from engine.easgd import ElasticAveraging
 from engine.elastic import ElasticPull
 from engine.events import EventWriter
 from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
@@ -126,7 +127,10 @@ def train(
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
     tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     features += [Tracking(tracker, spec.train.steps, spec.track.every)] if tracker else []
-    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none"), Checkpoints(folder), *hooks]
+    easgd = ElasticAveraging(model, spec.ensemble.coupling, spec.model, data, folder) if spec.ensemble.coupling.mode == "easgd" else None
+    features += [easgd] if easgd else []  # couples after the optimizer step (records see coupled weights)
+    extras = (easgd.score,) if easgd else ()
+    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none", extras=extras), Checkpoints(folder), *hooks]
 
     events = EventWriter(folder.events_path)
 
