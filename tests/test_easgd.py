@@ -104,3 +104,20 @@ def test_the_center_survives_resume_bit_identically(tmp_path, implementation):
     for name in ("final", "center_final"):
         a, b = (f.load_tensors(f.checkpoint_path(name)) for f in (straight, broken))
         assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a), name
+
+
+def test_workbench_fuse_takes_each_run_s_center_as_one_model(tmp_path):
+    from workbench.fuse import fused_spec
+
+    records = []
+    for seed, implementation in ((0, "sequential"), (1, "grouped")):
+        folder = RunFolder.create(tmp_path)
+        train(prepare(easgd_spec(implementation, seed=seed, train={"steps": 2, "eval_every": 0})), folder, experiment="t")
+        records.append({"run_id": folder.run_id, "run_dir": str(folder.path), "status": "completed"})
+    spec = fused_spec(records, "average", steps=None, overrides={"device": "cpu"}, fusion={"checkpoint": "center_final"})
+    model = prepare(spec, tmp_path).model
+    assert len(model.members) == 2  # one model per run, not K per run
+    for member, record in zip(model.members, records):
+        run = RunFolder(record["run_dir"])
+        center = run.load_tensors(run.checkpoint_path("center_final"))
+        assert all(torch.equal(member.state_dict()[name], center[name]) for name in center)

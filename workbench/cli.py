@@ -304,7 +304,7 @@ def fuse(
     prune_fraction: Annotated[float, typer.Option(help="mutant: share of each conv layer's channels removed per pruning.")] = 0.1,
     prune_criterion: Annotated[PruneCriterion, typer.Option(help="mutant: " + PRUNE_CRITERIA.help())] = PruneCriterion("bn_scale"),
     prune_min_fraction: Annotated[float, typer.Option(help="mutant: never prune a layer below this share of its channels.")] = 0.5,
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N.")] = "final",
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N; center_final: an EASGD ensemble's center.")] = "final",
     device: Device = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
