@@ -220,6 +220,21 @@ class FusionSpec(_Section):
     prune: PruneSpec = Field(default_factory=PruneSpec)
 
 
+class RegularizerSpec(_Section):
+    """A prior over the weights added to the loss (Nowlan & Hinton 1992; Ullrich, Meeds & Welling 2017)."""
+
+    name: Literal["none", "soft_weight_sharing"] = Field(
+        "none",
+        description="soft_weight_sharing: tau x the negative log-likelihood of the weights under a learned "
+        "Gaussian mixture (one component pinned at 0) is added to the loss.",
+    )
+    components: int = Field(16, ge=2, le=256, description="Mixture components J, the one pinned at 0 included.")
+    tau: float = Field(0.005, ge=0, le=1e6, description="Weight of the prior's negative log-likelihood in the loss.")
+    on: Literal["subset", "all"] = Field("all", description="Which coordinates the prior covers: the partition's subset, or all.")
+    lr: float = Field(5e-4, gt=0, le=10, description="Adam learning rate of the mixture's means, log-variances and mixing logits.")
+    pi_zero: float = Field(0.99, gt=0, lt=1, description="Mixing proportion of the component pinned at 0 (fixed).")
+
+
 class TrackSpec(_Section):
     every: int = Field(10, ge=0, le=MAX_STEPS, description="Record weight movement every k steps (0 = off).")
 
@@ -252,6 +267,7 @@ class ExperimentSpec(_Section):
     seeding: SeedingSpec = Field(default_factory=SeedingSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     fusion: FusionSpec = Field(default_factory=FusionSpec)
+    regularizer: RegularizerSpec = Field(default_factory=RegularizerSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -286,6 +302,8 @@ class ExperimentSpec(_Section):
             raise ValueError(
                 f"ensemble.coupling.mode {self.ensemble.coupling.mode!r} couples ensemble members; set ensemble.members >= 2"
             )
+        if self.regularizer.name != "none" and self.fusion.prune.every:
+            raise ValueError("regularizer.name 'soft_weight_sharing' needs fusion.prune.every 0 (pruning reshapes the weights the prior covers)")
         if self.seeding.run and not self.seeding.groups:
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self
@@ -343,6 +361,7 @@ _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "seeding": (None,),
     "ensemble": ("coupling", None),
     "fusion": (None,),
+    "regularizer": (None,),
 }
 
 

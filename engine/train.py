@@ -36,6 +36,7 @@ from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimi
 from engine.provenance import code_provenance
 from engine.pruning import widths
 from engine.run_folder import RunFolder, failure_reason
+from engine.soft_sharing import SoftWeightSharing
 from engine.spec import ExperimentSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
 from engine.tracking import MovementTracker
@@ -127,9 +128,12 @@ def train(
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
     tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     features += [Tracking(tracker, spec.train.steps, spec.track.every)] if tracker else []
-    easgd = ElasticAveraging(model, spec.ensemble.coupling, spec.model, data, folder) if spec.ensemble.coupling.mode == "easgd" else None
-    features += [easgd] if easgd else []  # couples after the optimizer step (records see coupled weights)
-    extras = (easgd.score,) if easgd else ()
+    easgd = sharing = None
+    if spec.ensemble.coupling.mode == "easgd":  # couples after the optimizer step (records see coupled weights)
+        features.append(easgd := ElasticAveraging(model, spec.ensemble.coupling, spec.model, data, folder))
+    if spec.regularizer.name == "soft_weight_sharing":  # after tracking: recorded gradient norms stay the loss's
+        features.append(sharing := SoftWeightSharing(model, spec.regularizer, prep.masks, folder))
+    extras = tuple(hook.score for hook in (easgd, sharing) if hook)
     features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none", extras=extras), Checkpoints(folder), *hooks]
 
     events = EventWriter(folder.events_path)
