@@ -563,6 +563,25 @@ def show(
 
 
 
+@app.command()
+@friendly
+def quantize(
+    run_id: Annotated[str, typer.Argument(help="A completed soft-weight-sharing run (a unique prefix works).")],
+    device: Device = None,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Snap a soft-weight-sharing run's weights to their mixture means, evaluate, and give the compression figures."""
+    from engine.quantize import quantize_run
+
+    record = _find_run(logs_dir, run_id)
+    result = quantize_run(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"], logs_dir, device)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    stdout.print(tables.quantize_table(result))
+
+
 @app.command("experiments")
 @friendly
 def list_experiments(experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS), as_json: AsJson = False) -> None:
