@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from engine.choices import FUSION_MODES
+from engine.grouped import split_group
 from engine.models import build_model
 from engine.run_folder import RunFolder
 from engine.spec import ExperimentSpec, ModelSpec, SpecError
@@ -181,8 +182,8 @@ def _member_states(
     """A run's checkpoint as plain member state dicts: itself, or an ensemble's K members
     (whichever implementation saved it: sequential and vmap hold `members.k.*`, grouped
     `*_g{k}` tensors)."""
-    if run.ensemble.members == 1:
-        return [state]
+    if run.ensemble.members == 1 or not any(key.startswith("members.") or split_group(key)[1] is not None for key in state):
+        return [state]  # a plain model's state: a single run's, or an EASGD ensemble's center (center_final)
     from engine.ensemble import build_ensemble, member_states
 
     implementation = "sequential" if any(key.startswith("members.") for key in state) else "grouped"

@@ -13,7 +13,9 @@ Kinds of event (field `type`; each has a TypedDict below, registered in KINDS):
               before the optimizer step, without weight decay (engine/tracking.py); absent
               where not measured (step 0, a cancelled run's last record, old runs)
     eval      step, train_loss (mean minibatch loss since the last eval), eval_loss, eval_acc;
-              an ensemble adds member_acc [one per member]
+              an ensemble adds member_acc [one per member]; an EASGD ensemble center_loss and
+              center_acc (engine/easgd.py); soft weight sharing prior_nll and mixture {pi, mu,
+              log_var} (engine/soft_sharing.py)
     checkpoint step, path (relative to the run folder)
     prune     step, params_before, params_after, widths {conv layer: channels}, and what the
               pruner reports (engine/pruning.py)
@@ -95,6 +97,10 @@ class Eval(Stepped, total=False):
     eval_loss: float
     eval_acc: float
     member_acc: list[float]
+    center_loss: float
+    center_acc: float
+    prior_nll: float
+    mixture: dict[str, list[float]]
 
 
 class Checkpoint(Stepped, total=False):

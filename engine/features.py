@@ -114,11 +114,14 @@ class Tracking(Hook):
 class Evaluation(Hook):
     """Held-out loss and accuracy every `eval_every` steps and at the end of a completed run."""
 
-    def __init__(self, test_x: torch.Tensor, test_y: torch.Tensor, fusion: bool) -> None:
+    def __init__(self, test_x: torch.Tensor, test_y: torch.Tensor, fusion: bool, extras: tuple = ()) -> None:
         self.test_x, self.test_y, self.fusion = test_x, test_y, fusion
+        self.extras = extras  # more scores in the same event, each a callable -> dict (an EASGD center's)
 
     def run(self, state: TrainState) -> None:
         state.last_eval = {"train_loss": state.take_train_loss(), **evaluate(state.model, self.test_x, self.test_y)}
+        for score in self.extras:
+            state.last_eval.update(score())
         state.emit({"type": "eval", "step": state.step, **state.last_eval})
 
     def on_start(self, state: TrainState, fresh: bool) -> None:

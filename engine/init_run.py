@@ -47,7 +47,7 @@ def source_spec(spec: ExperimentSpec, runs_dir: Path | None) -> ExperimentSpec:
         raise SpecError(f"init.run: run {run} trained on {source.data.name}, not {spec.data.name}; init needs the same data")
     if source.ensemble.members != 1 or source.fusion.mode != "none":
         raise SpecError(f"init.run: run {run} is an ensemble or a fusion; init starts from a single model's run")
-    if spec.init.optimizer == "carry" and source.freeze and not source.schedule.every and source.partition.strategy != "none":
+    if spec.init.optimizer == "carry" and source.freeze is True and not source.schedule.every and source.partition.strategy != "none":
         raise SpecError(
             f"init.optimizer 'carry': run {run} froze part of its model, so its optimizer state does not cover every "
             "parameter; use init.optimizer 'fresh' or a source run with freeze false"

@@ -127,6 +127,8 @@ class TrainState:
             "loss_count": self.loss_count,
             "last_eval": self.last_eval,
             "elapsed": self.elapsed(),
+            # hooks that carry state of their own (an EASGD center), by class name
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks if hasattr(h, "state_dict")},
         }
 
     def restore(self, saved: dict) -> None:
@@ -142,6 +144,9 @@ class TrainState:
         self.step, self.loss_count = saved["step"], saved["loss_count"]
         self.loss_sum = saved["loss_sum"].to(self.device)
         self.last_eval, self.elapsed_before = saved["last_eval"], saved["elapsed"]
+        for hook in self.hooks:
+            if hasattr(hook, "load_state_dict") and type(hook).__name__ in saved.get("hooks", {}):
+                hook.load_state_dict(saved["hooks"][type(hook).__name__])
 
 
 class Hook:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA, SCHEDULE_MODES
 
@@ -168,11 +168,34 @@ class SeedingSpec(_Section):
     checkpoint: str = Field("final", description="Which checkpoint of `run` to copy from (init, final, step_N).")
 
 
+class ElasticFreeze(_Section):
+    """Soft freezing: the fixed coordinates train but are pulled back to their initial values."""
+
+    mode: Literal["elastic"] = Field(description="elastic: the fixed coordinates train, pulled back to init with strength rho.")
+    rho: float = Field(ge=0, le=1e12, description="Strength of the pull (0: no pull, the plain run; large: hard freezing).")
+    rule: Literal["decoupled"] = Field(
+        "decoupled",
+        description="decoupled: after every optimizer step, w -= min(lr*rho, 1) * (w - w0) on the fixed coordinates "
+        "(EASGD's elastic force, outside the optimizer's momentum and Adam scaling; capped at 1 so it never overshoots w0).",
+    )
+
+
+class CouplingSpec(_Section):
+    """Elastic averaging between ensemble members (Zhang, Choromanska & LeCun 2015)."""
+
+    mode: Literal["none", "easgd"] = Field(
+        "none", description="none: independent members; easgd: members and a center variable pull on each other."
+    )
+    rho: float = Field(0.1, ge=0, le=1e12, description="Elastic strength; alpha = lr * rho per coupling.")
+    period: int = Field(1, ge=1, le=MAX_STEPS, description="Couple every this many steps (tau).")
+
+
 class EnsembleSpec(_Section):
     members: int = Field(1, ge=1, le=MAX_MEMBERS, description="Train this many independent models as one (each with its own loss).")
     implementation: EnsembleImplementation = Field(
         "auto", description="How the members run: auto picks the fastest measured on the device."
     )
+    coupling: CouplingSpec = Field(default_factory=CouplingSpec)
 
 
 class PruneSpec(_Section):
@@ -196,6 +219,21 @@ class FusionSpec(_Section):
     checkpoint: str = Field("final", description="Which checkpoint of each member run to fuse.")
     train_trunks: bool = Field(False, description="head mode: train the members' trunks too (false: frozen).")
     prune: PruneSpec = Field(default_factory=PruneSpec)
+
+
+class RegularizerSpec(_Section):
+    """A prior over the weights added to the loss (Nowlan & Hinton 1992; Ullrich, Meeds & Welling 2017)."""
+
+    name: Literal["none", "soft_weight_sharing"] = Field(
+        "none",
+        description="soft_weight_sharing: tau x the negative log-likelihood of the weights under a learned "
+        "Gaussian mixture (one component pinned at 0) is added to the loss.",
+    )
+    components: int = Field(16, ge=2, le=256, description="Mixture components J, the one pinned at 0 included.")
+    tau: float = Field(0.005, ge=0, le=1e6, description="Weight of the prior's negative log-likelihood in the loss.")
+    on: Literal["subset", "all"] = Field("all", description="Which coordinates the prior covers: the partition's subset, or all.")
+    lr: float = Field(5e-4, gt=0, le=10, description="Adam learning rate of the mixture's means, log-variances and mixing logits.")
+    pi_zero: float = Field(0.99, gt=0, lt=1, description="Mixing proportion of the component pinned at 0 (fixed).")
 
 
 class TrackSpec(_Section):
@@ -248,7 +286,11 @@ class ExperimentSpec(_Section):
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     partition: PartitionSpec = Field(default_factory=PartitionSpec)
-    freeze: bool = Field(False, description="true: the fixed coordinates are frozen; false: all train, same partition tracked.")
+    freeze: bool | ElasticFreeze = Field(
+        False,
+        description="true: the fixed coordinates are frozen; false: all train, same partition tracked; "
+        '{"mode": "elastic", "rho": R}: they train, pulled back to their initial values.',
+    )
     track: TrackSpec = Field(default_factory=TrackSpec)
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     seeding: SeedingSpec = Field(default_factory=SeedingSpec)
@@ -256,6 +298,7 @@ class ExperimentSpec(_Section):
     fusion: FusionSpec = Field(default_factory=FusionSpec)
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     init: InitSpec = Field(default_factory=InitSpec)
+    regularizer: RegularizerSpec = Field(default_factory=RegularizerSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentSpec:
@@ -286,6 +329,12 @@ class ExperimentSpec(_Section):
         if self.fusion.prune.every and self.freeze:
             # pruning rebuilds the layers, so masks drawn over the built model no longer fit them
             raise ValueError("fusion.prune.every > 0 needs freeze false (pruning rebuilds the layers a frozen subset is drawn on)")
+        if self.ensemble.coupling.mode != "none" and self.ensemble.members < 2:
+            raise ValueError(
+                f"ensemble.coupling.mode {self.ensemble.coupling.mode!r} couples ensemble members; set ensemble.members >= 2"
+            )
+        if self.regularizer.name != "none" and self.fusion.prune.every:
+            raise ValueError("regularizer.name 'soft_weight_sharing' needs fusion.prune.every 0 (pruning reshapes the weights the prior covers)")
         if self.seeding.run and not self.seeding.groups:
             raise ValueError("seeding.run needs seeding.groups, the groups to copy from that run")
         return self
@@ -308,6 +357,8 @@ class ExperimentSpec(_Section):
             )
         if partition.strategy == "none" or self.ensemble.members > 1 or self.fusion.mode != "none":
             raise ValueError("schedule.every > 0 needs a partition (partition.strategy not 'none'), no ensemble and no fusion")
+        if self.elastic:  # the pull holds the phase-0 fixed set; a phase switch would not move it
+            raise ValueError("schedule.every > 0 needs freeze true or false, not elastic")
         if schedule.mode == "rotate" and (not 0 < partition.fraction < 1 or self.model.groups > 1):
             raise ValueError(
                 f"schedule.mode 'rotate' needs 0 < partition.fraction < 1 (got {partition.fraction}) and model.groups 1"
@@ -318,6 +369,28 @@ class ExperimentSpec(_Section):
                 "draws nothing; use a random strategy (random_kernels, random_elements)"
             )
         return self
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_form(cls, value: Any) -> Any:
+        # One sentence for a bad value, not one complaint per member of the union.
+        if isinstance(value, dict):
+            try:
+                return ElasticFreeze.model_validate(value)
+            except ValidationError as exc:
+                # the caller's message shows the whole value: here only what is wrong in it
+                raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))} {e['msg'].lower()}" for e in exc.errors())) from None
+        if isinstance(value, ElasticFreeze):
+            return value
+        try:
+            return TypeAdapter(bool).validate_python(value)  # what a plain bool field always accepted
+        except ValidationError:
+            raise ValueError('must be true, false or {"mode": "elastic", "rho": R} with R >= 0') from None
+
+    @property
+    def elastic(self) -> ElasticFreeze | None:
+        """The elastic pull on the fixed coordinates, when `freeze` asks for one."""
+        return self.freeze if isinstance(self.freeze, ElasticFreeze) else None
 
     @field_validator("device")
     @classmethod
@@ -348,10 +421,11 @@ _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "model": ("groups", "connectivity", "head"),
     "partition": ("groups",),
     "seeding": (None,),
-    "ensemble": (None,),
+    "ensemble": ("coupling", None),
     "fusion": (None,),
     "schedule": (None,),
     "init": (None,),
+    "regularizer": (None,),
 }
 
 

@@ -25,6 +25,8 @@ from torch import nn
 from engine.construction import check_fits, construct
 from engine.data import DeviceData, load_data
 from engine.devices import resolve_device
+from engine.easgd import ElasticAveraging
+from engine.elastic import ElasticPull
 from engine.events import EventWriter, run_events
 from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
@@ -37,6 +39,7 @@ from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimi
 from engine.provenance import code_provenance
 from engine.pruning import widths
 from engine.run_folder import RunFolder, failure_reason
+from engine.soft_sharing import SoftWeightSharing
 from engine.spec import ExperimentSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
 from engine.tracking import MovementTracker
@@ -78,7 +81,7 @@ def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_
     if spec.fusion.prune.every:
         widths(model)  # SpecError unless the model's channels can be pruned (not resnet, not grouped)
     masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
-    if spec.freeze and subset_sizes(masks)["subset"] == 0:
+    if spec.freeze is True and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
     notes = {**notes, "params": param_count(model)}
     return Prepared(spec, device, data, model.to(device), layers, masks, notes)
@@ -122,8 +125,10 @@ def train(
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
 
     features: list[Hook] = []
-    if spec.freeze:
+    if spec.freeze is True:
         features.append(Freezing(model, prep.layers, prep.masks["fixed"]))
+    elif spec.elastic and spec.elastic.rho > 0:  # rho 0 pulls nothing: the plain run, bit for bit
+        features.append(ElasticPull(model, prep.masks["fixed"], spec.elastic.rho))
     # A changing partition switches masks right after freezing's copy-back, before anything is saved.
     features += [Phases(prep.layers, prep.masks, folder)] if spec.schedule.every else []
     pruning = Pruning(model, spec.fusion.prune, saved) if spec.fusion.prune.every else None
@@ -132,7 +137,13 @@ def train(
     tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     features += [Tracking(tracker, spec.train.steps, spec.track.every)] if tracker else []
     features += [CarriedOptimizer(folder.path.parent)] if spec.init.run and spec.init.optimizer == "carry" else []
-    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none")]
+    easgd = sharing = None
+    if spec.ensemble.coupling.mode == "easgd":  # couples after the optimizer step (records see coupled weights)
+        features.append(easgd := ElasticAveraging(model, spec.ensemble.coupling, spec.model, data, folder))
+    if spec.regularizer.name == "soft_weight_sharing":  # after tracking: recorded gradient norms stay the loss's
+        features.append(sharing := SoftWeightSharing(model, spec.regularizer, prep.masks, folder))
+    extras = tuple(hook.score for hook in (easgd, sharing) if hook)
+    features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none", extras=extras)]
     features += [Basin(data.train_x, data.train_y, folder)] if spec.init.run else []  # did it leave the converged basin?
     features += [Checkpoints(folder), *hooks]
 

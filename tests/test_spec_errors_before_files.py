@@ -48,6 +48,17 @@ REFUSED = {
         ["fusion.prune.every", "freeze false"],
     ),
     "everything-fixed": ({"freeze": True, "partition.fraction": 1.0, "partition.include_fc": True}, ["partition.fraction"]),
+    "elastic-negative-rho": ({"freeze": {"mode": "elastic", "rho": -1}}, ["freeze", "rho", "-1"]),
+    "elastic-unknown-mode": ({"freeze": {"mode": "springy", "rho": 1}}, ["freeze", "elastic", "springy"]),
+    "coupling-without-ensemble": ({"ensemble.coupling.mode": "easgd"}, ["ensemble.coupling.mode", "ensemble.members"]),
+    "coupling-period-0": (
+        {"ensemble.members": 2, "partition.strategy": "none", "ensemble.coupling.mode": "easgd", "ensemble.coupling.period": 0},
+        ["ensemble.coupling.period", "greater than or equal to 1"],
+    ),
+    "coupling-negative-rho": (
+        {"ensemble.members": 2, "partition.strategy": "none", "ensemble.coupling.mode": "easgd", "ensemble.coupling.rho": -0.5},
+        ["ensemble.coupling.rho", "-0.5"],
+    ),
 }
 
 

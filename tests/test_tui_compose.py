@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 from textual.app import App
-from textual.widgets import Checkbox, Input, Select, Static
+from textual.widgets import Input, Select, Static
 
 from engine.spec import ExperimentSpec, Experiments, settable_keys
 from workbench.tui.devices import DeviceChoice
@@ -61,7 +61,7 @@ async def test_form_has_a_widget_for_every_settable_key_built_from_the_models():
         await pilot.pause()
         assert form.keys == [k for k in form.keys if k in settable_keys()]
         assert sorted(form.keys) == sorted(settable_keys())
-        assert isinstance(form.widget_for("freeze"), Checkbox)
+        assert isinstance(form.widget_for("freeze"), Input)  # true, false or {"mode": "elastic", "rho": R}
         strategy = form.widget_for("partition.strategy")
         assert isinstance(strategy, Select)
         strategies = typing.get_args(ExperimentSpec.model_fields["partition"].annotation.model_fields["strategy"].annotation)
@@ -89,12 +89,12 @@ async def test_form_offers_the_grouped_ensemble_and_fusion_options_and_their_rul
         assert choices("fusion.mode") == ["none", "average", "head", "mutant"]
         assert set(choices("fusion.prune.criterion")) == {"bn_scale", "channel_norm"}
         assert "groups" in choices("partition.strategy")
-        form.widget_for("freeze").value = True
+        await _type_into(pilot, form.widget_for("freeze"), "true")
         await _type_into(pilot, form.widget_for("ensemble.members"), "4")
         assert "ensemble.members > 1 needs" in form.errors()[""]
         assert "freeze false" in str(pilot.app.screen.query_one("#form-error", Static).render())
         assert "got" not in form.errors()[""]  # the rule, not a dump of the whole spec
-        form.widget_for("freeze").value = False
+        await _type_into(pilot, form.widget_for("freeze"), "false")
         form.widget_for("partition.strategy").value = "none"
         await pilot.pause()
         assert form.errors() == {} and form.spec().ensemble.members == 4
@@ -144,14 +144,11 @@ async def test_compose_edit_validate_and_save(experiments_file: Path, logs_dir: 
         assert json.loads(experiments_file.read_text()) == before
         assert "partition.fraction" in str(screen.query_one("#compose-status", Static).render())
 
-        # Fixed: 0.25, and freeze on with a real key press.
+        # Fixed: 0.25, and freeze on, typed.
         await _type_into(pilot, form.widget_for("partition.fraction"), "0.25")
         assert _message(screen, "partition.fraction") == ""
-        freeze = form.widget_for("freeze")
-        freeze.focus()
-        await pilot.press("space")
-        await pilot.pause()
-        assert freeze.value is True
+        await _type_into(pilot, form.widget_for("freeze"), "true")
+        assert form.value()["freeze"] is True
         assert form.errors() == {}
 
         await pilot.press("ctrl+s")

@@ -304,7 +304,7 @@ def fuse(
     prune_fraction: Annotated[float, typer.Option(help="mutant: share of each conv layer's channels removed per pruning.")] = 0.1,
     prune_criterion: Annotated[PruneCriterion, typer.Option(help="mutant: " + PRUNE_CRITERIA.help())] = PruneCriterion("bn_scale"),
     prune_min_fraction: Annotated[float, typer.Option(help="mutant: never prune a layer below this share of its channels.")] = 0.5,
-    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N.")] = "final",
+    checkpoint: Annotated[str, typer.Option(help="Which checkpoint of each member: final, init or step_N; center_final: an EASGD ensemble's center.")] = "final",
     device: Device = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
@@ -577,6 +577,25 @@ def show(
     if summary:
         stdout.print(tables.run_detail(summary, folder))
 
+
+
+@app.command()
+@friendly
+def quantize(
+    run_id: Annotated[str, typer.Argument(help="A completed soft-weight-sharing run (a unique prefix works).")],
+    device: Device = None,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Snap a soft-weight-sharing run's weights to their mixture means, evaluate, and give the compression figures."""
+    from engine.quantize import quantize_run
+
+    record = _find_run(logs_dir, run_id)
+    result = quantize_run(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"], logs_dir, device)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    stdout.print(tables.quantize_table(result))
 
 
 @app.command("experiments")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.choices import FUSION_MODES
+from engine.coupling import is_center
 from engine.run_folder import RunFolder
 from pydantic import ValidationError
 
@@ -27,7 +28,8 @@ def fused_spec(
         raise SpecError(f"--mode {mode!r}: must be one of {', '.join(n for n in FUSION_MODES.names if n != 'none')}")
     checkpoint = fusion.get("checkpoint", FusionSpec().checkpoint)
     specs = [_member_spec(record, checkpoint) for record in members]
-    models = sum(spec.ensemble.members for spec in specs)
+    # An EASGD ensemble's center checkpoint is one model, whatever the run's ensemble.
+    models = len(specs) if is_center(checkpoint) else sum(spec.ensemble.members for spec in specs)
     if models < 2:
         raise SpecError(f"fuse needs at least two models (two runs, or one ensemble run), got {models}")
     first = specs[0]

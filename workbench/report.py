@@ -15,6 +15,7 @@ few points carry markers, so a reader sees where the records are:
     layers.png    the final dist ratio per scope (partitioned, kinds, layers) with its 95%
                   CI, log axis, line at 1
     eval.png      eval loss and accuracy over steps, per arm: mean over seeds, min-max band
+    rho.png       elastic freezing: the headline ratio against the pull rho (workbench/elastic_report.py)
 Only the plots that have something to show are written, and the page links exactly those.
 
 Every file is written to a temporary name and renamed into place, so a report folder
@@ -37,6 +38,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from engine.run_folder import atomic_write  # noqa: E402
+from workbench.elastic_report import plot_rho  # noqa: E402
 from workbench.escape_report import escape_markdown, plot_interpolation  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
@@ -63,6 +65,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "layers.png": plot_scopes(verdict),
         "eval.png": plot_eval(loaded),
         "interpolation.png": plot_interpolation(verdict),  # a study continuing converged runs
+        "rho.png": plot_rho(verdict, loaded),  # studies of elastic freezing only
     }
     written = []
     for name, figure in figures.items():

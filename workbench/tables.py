@@ -108,12 +108,41 @@ def record_header(record: dict[str, Any], spec: dict[str, Any]) -> Table:
         ("optimizer", " ".join(f"{k}={v}" for k, v in _section(spec, "optimizer").items())),
         ("partition", " ".join(f"{k}={v}" for k, v in partition.items() if v not in ([], None))),
         ("freeze", str(spec.get("freeze"))),
+        *[(key, " ".join(f"{k}={v}" for k, v in section.items())) for key, section in _soft_sections(spec)],
         ("seed", str(spec.get("seed"))),
         ("folder", record.get("run_dir") or "-"),
     ]
     if record.get("error"):
         rows.append(("error", Text(str(record["error"]), style="red")))
     for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _soft_sections(spec: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """EASGD coupling and the weight prior, named where a run uses them."""
+    coupling = _section(_section(spec, "ensemble"), "coupling")
+    regularizer = _section(spec, "regularizer")
+    return [(key, section) for key, section, off in (("coupling", coupling, "mode"), ("regularizer", regularizer, "name"))
+            if section.get(off, "none") != "none"]
+
+
+def quantize_table(result: dict[str, Any]) -> Table:
+    """`workbench quantize`: accuracy before and after snapping, and the compression figures."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    covered = f"{result['covered_weights']:,} weights ({result['covers']} coordinates the prior covered)"
+    compression = result["compression"]
+    for key, value in (
+        ("run", result["run_id"]),
+        ("eval acc", f"{result['eval_acc_before']:.4f} trained -> {result['eval_acc']:.4f} snapped"),
+        ("covers", covered),
+        ("zero share", f"{result['zero_share']:.2%} of them snapped to 0"),
+        ("components", f"{result['components_used']} of {result['components']} in use"),
+        ("bits/weight", f"{result['index_bits']} (fixed-length index), {result['entropy_bits']:.3f} (entropy of the assignments)"),
+        ("compression", "-" if compression is None else f"{compression:.1f}x vs float32 at the entropy bound (codebook not counted)"),
+    ):
         table.add_row(key, value)
     return table
 
@@ -224,6 +253,8 @@ def model_text(spec: ExperimentSpec) -> str:
         text += f" g{m.groups} {m.connectivity}" + (" heads" if m.head == "members" else "")
     if spec.ensemble.members > 1:
         text += f" x{spec.ensemble.members}"
+    if spec.ensemble.coupling.mode != "none":
+        text += f" {spec.ensemble.coupling.mode} rho {spec.ensemble.coupling.rho:g}/{spec.ensemble.coupling.period}"
     if spec.fusion.mode != "none":
         text += f" {spec.fusion.mode} of {len(spec.fusion.runs)}"
     return text
@@ -237,11 +268,12 @@ def experiments_table(specs: dict[str, ExperimentSpec]) -> Table:
     for name, spec in specs.items():
         table.add_row(
             name,
-            "yes" if spec.freeze else "no",
+            f"elastic {spec.elastic.rho:g}" if spec.elastic else "yes" if spec.freeze else "no",
             partition_text(spec.partition),
             model_text(spec),
             spec.data.name,
-            f"{spec.optimizer.name} lr {spec.optimizer.lr:g}",
+            f"{spec.optimizer.name} lr {spec.optimizer.lr:g}"
+            + (f" + swsh J{spec.regularizer.components} tau {spec.regularizer.tau:g}" if spec.regularizer.name != "none" else ""),
             str(spec.train.steps),
         )
     return table
