@@ -26,6 +26,13 @@ def fixed_kernel_count(fraction: float, kernels: int) -> int:
     return math.ceil(round(fraction * kernels, 9))
 
 
+def per_kernel(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """`values` (one per kernel) spread over a parameter of `shape` whose dim 0 indexes the
+    layer's kernels: the one kernel grouping every kernel strategy uses (masks here, the
+    Hessian's per-kernel directions in engine/hessian.py)."""
+    return values.view(-1, *([1] * (len(shape) - 1))).expand(shape)
+
+
 def fix_top_kernels(ranking: KernelRanking):
     """The strategy that fixes the first `fraction` of each partitioned layer's kernels by `ranking`."""
 
@@ -35,8 +42,7 @@ def fix_top_kernels(ranking: KernelRanking):
             kernels = torch.zeros(layer.kernels, dtype=torch.bool)
             kernels[ranking(layer, generator)[: fixed_kernel_count(spec.fraction, layer.kernels)]] = True
             for name in layer.params:
-                shape = params[name].shape
-                masks[name] = kernels.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+                masks[name] = per_kernel(kernels, params[name].shape).clone()
         return masks
 
     return fixed
