@@ -31,9 +31,9 @@ from engine.strategies.kernel_scores import per_kernel
 
 Lift = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # t -> the layer's parameters at theta_L + D t
 
-# HVPs computed together by vmap; with `batch_size` examples each this bounds memory
-# (activations x vectors x examples), not the result.
-VECTORS_PER_PASS = 8
+# HVPs computed together by vmap: as many as keep vectors x examples within this, so that
+# memory (activations of every example for every vector) stays bounded; not the result.
+TANGENT_EXAMPLES = 2048
 COORDINATES_PER_PASS = 256  # per-coordinate columns are summed into K x K as they come
 
 
@@ -75,8 +75,9 @@ class HessianProbe:
             def hvp(v: torch.Tensor) -> torch.Tensor:
                 return jvp(gradient, (origin,), (v,))[1]
 
-            for first in range(0, len(indices), VECTORS_PER_PASS):
-                chunk = indices[first : first + VECTORS_PER_PASS]
+            per_pass = max(1, TANGENT_EXAMPLES // len(y))
+            for first in range(0, len(indices), per_pass):
+                chunk = indices[first : first + per_pass]
                 units = torch.zeros(len(chunk), dim, dtype=torch.float64, device=self.device)
                 units[torch.arange(len(chunk)), chunk.to(self.device)] = 1.0
                 block = vmap(hvp)(units) if self.batched else torch.stack([hvp(v) for v in units])

@@ -42,7 +42,7 @@ def layer_summary(
     total = cross + within_fixed + within_subset
     return {
         "kernels": int(len(f)),
-        "fixed": int(f.sum()),
+        "fixed_kernels": int(f.sum()),
         "cross": cross,
         "within_fixed": within_fixed,
         "within_subset": within_subset,
@@ -53,3 +53,16 @@ def layer_summary(
         "saliency_fixed_mean": float(sal[f].mean()) if f.any() else None,
         "saliency_subset_mean": float(sal[~f].mean()) if (~f).any() else None,
     }
+
+
+def record_summary(saved: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """`layer_summary` of one layer of hessian.pt's contents (tensors or lists), on the matrix
+    its split was chosen on."""
+    weights = record.get("A") if saved.get("matrix") == "absolute" else None
+    return layer_summary(record["S"], record["saliency"], record["fixed"], weights)
+
+
+def hessian_note(saved: dict[str, Any]) -> dict[str, Any]:
+    """hessian.pt's contents as the start event's `hessian` note: its settings, and a summary per layer."""
+    return {**{k: v for k, v in saved.items() if k != "layers"},
+            "layers": {name: record_summary(saved, record) for name, record in saved["layers"].items()}}

@@ -40,6 +40,7 @@ from engine.run_folder import atomic_write  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
+from workbench.hessian_view import study_heatmap  # noqa: E402
 
 REPORT_FILE = "README.md"
 FEW_POINTS = 30  # lines with fewer points than this get markers
@@ -61,6 +62,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "ratio.png": plot_ratios(verdict),
         "layers.png": plot_scopes(verdict),
         "eval.png": plot_eval(loaded),
+        "hessian.png": study_heatmap(folders),  # Hessian-guided partitions: the first run's S per layer
     }
     written = []
     for name, figure in figures.items():

@@ -19,7 +19,7 @@ from engine.choices import PARTITIONS
 from engine.construction import _run_checkpoint
 from engine.hessian import HessianProbe, block_saliency, interaction, layer_size, per_coordinate
 from engine.hessian_spec import HessianSpec, needs_per_coordinate
-from engine.hessian_summary import layer_summary
+from engine.hessian_summary import hessian_note
 from engine.kernel_split import split_kernels
 from engine.models import Layer
 from engine.partition_context import PartitionContext
@@ -124,21 +124,16 @@ def hessian_strategy(strategy: str):
             for name, record in measured.items()
         }
         masks = fix_top_kernels(lambda layer, g: rankings[layer.name])(params, layers, spec, generator)
-        summaries = {}
         for name, record in measured.items():
             count = fixed_kernel_count(spec.fraction, len(record["saliency"]))
             record["fixed"] = torch.zeros(len(record["saliency"]), dtype=torch.bool)
             record["fixed"][rankings[name][:count]] = True
-            weights = record.get("A") if spec.hessian.matrix == "absolute" else None
-            summaries[name] = layer_summary(
-                record["S"].tolist(), record["saliency"].tolist(), record["fixed"].tolist(),
-                None if weights is None else weights.tolist(),
-            )
         at = spec.hessian.at.model_dump() if spec.hessian.at else "init"
-        about = {"strategy": strategy, "samples": spec.hessian.samples, "at": at, "matrix": spec.hessian.matrix,
-                 "objective": spec.hessian.objective, "saliency_form": spec.hessian.saliency, "fix": spec.hessian.fix}
-        context.files[HESSIAN_FILE] = {"layers": measured, **about, "dtype": "float64"}
-        context.notes["hessian"] = {**about, "layers": summaries}
+        saved = {"layers": measured, "strategy": strategy, "samples": spec.hessian.samples, "at": at,
+                 "matrix": spec.hessian.matrix, "objective": spec.hessian.objective,
+                 "saliency_form": spec.hessian.saliency, "fix": spec.hessian.fix, "dtype": "float64"}
+        context.files[HESSIAN_FILE] = saved
+        context.notes["hessian"] = hessian_note(saved)
         return masks
 
     fixed.measures_model = True  # partition_masks hands it the PartitionContext
