@@ -9,7 +9,7 @@ block of columns batched by `torch.func.vmap`:
 - `coordinates`: D = identity            -> every H_ab of the layer        (one HVP per coordinate)
 Only the layer's own block H_LL is ever needed (1_k, w*1_k live in layer L), so only that
 layer's parameters are differentiated: the layers before it are computed once, without
-tangents. Kernels are grouped as `first_kernels` groups them (engine/strategies/kernel_scores.py).
+tangents. Kernels are grouped as `first_kernels` groups them (engine.models.per_kernel).
 
 H is the Hessian of the mean cross-entropy over the first N training examples (a sum of
 per-batch Hessians, each weighted by its share of N), model in eval mode (BatchNorm uses its
@@ -26,8 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from engine.models import Layer
-from engine.strategies.kernel_scores import per_kernel
+from engine.models import Layer, per_kernel
 
 Lift = Callable[[torch.Tensor], dict[str, torch.Tensor]]  # t -> the layer's parameters at theta_L + D t
 

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from engine.choices import PARTITIONS
-from engine.models import Layer
+from engine.models import Layer, per_kernel
 from engine.spec import PartitionSpec
 from engine.strategies import partitioned_layers
 
@@ -24,13 +24,6 @@ KernelRanking = Callable[[Layer, torch.Generator], torch.Tensor]
 def fixed_kernel_count(fraction: float, kernels: int) -> int:
     # Round before the ceiling: 0.3 * 10 is 3.0000000000000004 in floating point, not 4 kernels.
     return math.ceil(round(fraction * kernels, 9))
-
-
-def per_kernel(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """`values` (one per kernel) spread over a parameter of `shape` whose dim 0 indexes the
-    layer's kernels: the one kernel grouping every kernel strategy uses (masks here, the
-    Hessian's per-kernel directions in engine/hessian.py)."""
-    return values.view(-1, *([1] * (len(shape) - 1))).expand(shape)
 
 
 def fix_top_kernels(ranking: KernelRanking):
