@@ -79,14 +79,15 @@ def _weights_at(hessian: HessianSpec, context: PartitionContext) -> torch.nn.Mod
     return model
 
 
-def measure_layers(strategy: str, params, layers: list[Layer], spec: PartitionSpec, context: PartitionContext,
-                   batched: bool = True) -> dict[str, dict[str, torch.Tensor]]:
+def measure_layers(
+    strategy: str, params, layers: list[Layer], spec: PartitionSpec, context: PartitionContext
+) -> dict[str, dict[str, torch.Tensor]]:
     """Per partitioned layer: S, the saliency of the chosen form and (per-coordinate forms) A."""
     hessian = spec.hessian
     chosen = _checked_layers(strategy, params, layers, spec, context)
     device = context.device if hessian.device == "run" else torch.device("cpu")
     x, y = context.data.train_x[: hessian.samples], context.data.train_y[: hessian.samples]
-    probe = HessianProbe(_weights_at(hessian, context), x, y, hessian.batch_size, device, batched)
+    probe = HessianProbe(_weights_at(hessian, context), x, y, hessian.batch_size, device)
     measured = {}
     for layer in chosen:
         record = {"S": interaction(probe, layer).cpu()}
@@ -119,15 +120,14 @@ def hessian_strategy(strategy: str):
             # Preflight: the masks' sizes are those of any kernel ranking; the worker measures.
             return fix_top_kernels(lambda layer, g: torch.arange(layer.kernels))(params, layers, spec, generator)
         measured = measure_layers(strategy, params, layers, spec, context)
-        rankings = {
-            name: _ranking(strategy, record, fixed_kernel_count(spec.fraction, len(record["saliency"])), spec.hessian)
-            for name, record in measured.items()
-        }
-        masks = fix_top_kernels(lambda layer, g: rankings[layer.name])(params, layers, spec, generator)
+        rankings = {}
         for name, record in measured.items():
-            count = fixed_kernel_count(spec.fraction, len(record["saliency"]))
-            record["fixed"] = torch.zeros(len(record["saliency"]), dtype=torch.bool)
+            kernels = len(record["saliency"])
+            count = fixed_kernel_count(spec.fraction, kernels)  # the count fix_top_kernels fixes
+            rankings[name] = _ranking(strategy, record, count, spec.hessian)
+            record["fixed"] = torch.zeros(kernels, dtype=torch.bool)
             record["fixed"][rankings[name][:count]] = True
+        masks = fix_top_kernels(lambda layer, g: rankings[layer.name])(params, layers, spec, generator)
         at = spec.hessian.at.model_dump() if spec.hessian.at else "init"
         saved = {"layers": measured, "strategy": strategy, "samples": spec.hessian.samples, "at": at,
                  "matrix": spec.hessian.matrix, "objective": spec.hessian.objective,
