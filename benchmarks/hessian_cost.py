@@ -4,7 +4,8 @@ Measures, on the shipped `baseline` model (lenet w32 on mnist5k; conv layers, as
 shipped studies partition):
 1. every conv layer's S (K HVPs each, float64 on the CPU) over `--samples` examples,
    batched (vmap over blocks of HVPs) vs one HVP at a time, over `--compare-samples`
-   examples (the cost is linear in examples; fewer keep the slow arm short);
+   examples (the cost is linear in examples; fewer keep the slow arm short, but let vmap
+   take more HVPs per pass, engine.hessian.TANGENT_EXAMPLES / examples, than at 1,000);
 2. the whole `hessian_interaction` partition (S, OBD saliency, the split) over `--samples`
    examples: `prepare` with it minus `prepare` with `first_kernels`;
 3. one training step (batch 64, float32, the run's device), the unit of both.
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from engine.hessian import HessianProbe, interaction  # noqa: E402
+from engine.hessian import TANGENT_EXAMPLES, HessianProbe, interaction  # noqa: E402
 from engine.spec import Experiments  # noqa: E402
 from engine.train import prepare  # noqa: E402
 from tracking_overhead import step_seconds  # noqa: E402
@@ -63,8 +64,9 @@ def main() -> None:
 
     batched = all_s_seconds(prep, args.compare_samples, True)
     one = all_s_seconds(prep, args.compare_samples, False)
-    print(f"S of every conv layer over {args.compare_samples} examples: batched {batched:.1f} s, one HVP at a time "
-          f"{one:.1f} s: batched is {one / batched:.2f}x faster (goal >= 2)")
+    per_pass = max(1, TANGENT_EXAMPLES // min(args.compare_samples, plain.partition.hessian.batch_size))
+    print(f"S of every conv layer over {args.compare_samples} examples: batched ({per_pass} HVPs per vmap) {batched:.1f} s, "
+          f"one HVP at a time {one:.1f} s: batched is {one / batched:.2f}x faster (goal >= 2)")
 
     full = all_s_seconds(prep, args.samples, True)
     print(f"S of every conv layer over {args.samples} examples, batched: {full:.1f} s = {full / step:,.0f} steps")
