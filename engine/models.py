@@ -210,3 +210,10 @@ def model_layers(model: nn.Module) -> list[Layer]:
 def _grouped(module: nn.Module) -> bool:
     # nn.Conv2d has a `groups` attribute too (a single weight tensor): only ours split tensors.
     return isinstance(module, (GroupedConv2d, GroupedLinear))
+
+
+def per_kernel(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """`values` (one per kernel) spread over a parameter of `shape` whose dim 0 indexes the
+    layer's kernels: the one kernel grouping every kernel strategy uses (the masks of
+    engine/strategies/kernel_scores.py, the Hessian's per-kernel directions in engine/hessian.py)."""
+    return values.view(-1, *([1] * (len(shape) - 1))).expand(shape)

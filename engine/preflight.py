@@ -42,7 +42,7 @@ class Preflight:
         check_fits(spec, data.input_shape, data.num_classes, device)
         if spec.ensemble.implementation == "auto":  # measured by the worker on its device, not here
             spec = spec.model_copy(update={"ensemble": spec.ensemble.model_copy(update={"implementation": "sequential"})})
-        assemble(spec.model_copy(update={"device": "cpu"}), data, cpu, self.runs_dir)
+        assemble(spec.model_copy(update={"device": "cpu"}), data, cpu, self.runs_dir, measure=False)
 
     def _load(self, spec: ExperimentSpec) -> DeviceData:
         key = json.dumps(spec.data.model_dump(mode="json"), sort_keys=True)

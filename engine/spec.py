@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA, SCHEDULE_MODES
+from engine.hessian_spec import HessianSpec  # also declares the Hessian-guided strategies
 
 
 class SpecError(ValueError):
@@ -150,6 +151,7 @@ class PartitionSpec(_Section):
         max_length=MAX_WIDTH,
         description="Kernel groups (see model.groups) fixed whole by the `groups` strategy.",
     )
+    hessian: HessianSpec = Field(default_factory=HessianSpec, description="Settings of hessian_interaction and obd.")
 
     @model_validator(mode="after")
     def _strategy_settings(self) -> PartitionSpec:
@@ -419,7 +421,7 @@ class ExperimentSpec(_Section):
 # section -> keys (None: the whole section) added to the spec after the first runs were made
 _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "model": ("groups", "connectivity", "head"),
-    "partition": ("groups",),
+    "partition": ("groups", "hessian"),
     "seeding": (None,),
     "ensemble": ("coupling", None),
     "fusion": (None,),

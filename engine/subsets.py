@@ -12,6 +12,7 @@ import torch
 
 from engine.choices import PARTITIONS
 from engine.models import Layer
+from engine.partition_context import PartitionContext
 from engine.spec import PartitionSpec, SpecError
 from engine.vocabulary import SUBSETS  # noqa: F401  (re-exported: engine code imports it from here)
 from engine.strategies.kernel_scores import fixed_kernel_count  # noqa: F401 - re-exported (tests, callers)
@@ -20,7 +21,8 @@ Masks = dict[str, dict[str, torch.Tensor]]  # {"subset": {param: bool}, "fixed":
 
 
 def partition_masks(
-    params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec, run_seed: int = 0
+    params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec, run_seed: int = 0,
+    context: PartitionContext | None = None,
 ) -> Masks:
     """Masks for `subset` and `fixed` (complements of each other) over every parameter.
 
@@ -35,7 +37,10 @@ def partition_masks(
         )
     generator = torch.Generator().manual_seed(run_seed if spec.seed == "run" else spec.seed)
     fixed = {name: torch.zeros(params[name].shape, dtype=torch.bool) for layer in layers for name in layer.params}
-    fixed.update(PARTITIONS.implementation(spec.strategy)(params, layers, spec, generator))
+    implementation = PARTITIONS.implementation(spec.strategy)
+    # Strategies that measure the model (the Hessian's) also get the model and the data.
+    extra = (context,) if getattr(implementation, "measures_model", False) else ()
+    fixed.update(implementation(params, layers, spec, generator, *extra))
     missing = set(params) - set(fixed)
     if missing:  # every parameter must belong to a layer, or it would escape both subsets
         raise ValueError(f"parameters outside any layer: {sorted(missing)}")

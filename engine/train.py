@@ -35,6 +35,7 @@ from engine.models import Layer, model_layers, param_count
 from engine.basin import Basin
 from engine.init_run import CarriedOptimizer, start_from_run
 from engine.phases import Phases
+from engine.partition_context import PartitionContext
 from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
 from engine.pruning import widths
@@ -54,6 +55,7 @@ class Prepared:
     layers: list[Layer]
     masks: Masks
     notes: dict = field(default_factory=dict)  # how the model was built, for the start event
+    files: dict = field(default_factory=dict)  # more run-folder files from the partition (hessian.pt)
 
 
 def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
@@ -69,8 +71,11 @@ def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
     return assemble(spec, data, device, runs_dir)
 
 
-def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_dir: Path | None) -> Prepared:
-    """The model and partition of `spec` over `data`, with the checks that need them built."""
+def assemble(
+    spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_dir: Path | None, measure: bool = True
+) -> Prepared:
+    """The model and partition of `spec` over `data`, with the checks that need them built.
+    `measure` False (preflight): a strategy that measures the model only checks it can."""
     check_fits(spec, data.input_shape, data.num_classes, device)
     built = construct(spec, data.input_shape, data.num_classes, device, runs_dir)
     model, spec = built.model, built.spec
@@ -80,11 +85,12 @@ def assemble(spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_
     layers = model_layers(model)
     if spec.fusion.prune.every:
         widths(model)  # SpecError unless the model's channels can be pruned (not resnet, not grouped)
-    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed)
+    context = PartitionContext(model, data, device, runs_dir, measure)
+    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed, context)
     if spec.freeze is True and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
-    notes = {**notes, "params": param_count(model)}
-    return Prepared(spec, device, data, model.to(device), layers, masks, notes)
+    notes = {**notes, **context.notes, "params": param_count(model)}
+    return Prepared(spec, device, data, model.to(device), layers, masks, notes, context.files)
 
 
 
@@ -123,6 +129,9 @@ def train(
         folder.save_tensors(folder.masks_path, prep.masks)
     if not resume or not folder.checkpoint_path("init").exists():
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
+    for name, tensors in prep.files.items():  # e.g. hessian.pt: what chose the masks
+        if not resume or not (folder.path / name).exists():
+            folder.save_tensors(folder.path / name, tensors)
 
     features: list[Hook] = []
     if spec.freeze is True:

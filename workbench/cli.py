@@ -566,9 +566,11 @@ def show(
     from engine.provenance import describe
 
     # the code that made the run, from its first start (a resume's may differ: record["engine"] says "mixed")
-    provenance = next(iter(run_events(folder.events_path, "start")), {}).get("provenance")
+    start = next(iter(run_events(folder.events_path, "start")), {})
+    provenance = start.get("provenance")
     if as_json:
-        typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary, "provenance": provenance}))
+        typer.echo(json.dumps({"record": record, "spec": spec, "summary": summary, "provenance": provenance,
+                               "hessian": start.get("hessian")}))
         return
     stdout.print(tables.record_header(record, spec or {}))
     code, versions = describe(provenance) if provenance or record.get("status") != "queued" else ("not started yet", "-")
@@ -576,6 +578,34 @@ def show(
     stdout.print(f"[bold]code[/bold]        {code}{mixed}\n[bold]versions[/bold]    {versions}", highlight=False)
     if summary:
         stdout.print(tables.run_detail(summary, folder))
+    if start.get("hessian"):  # a Hessian-guided partition: what chose it (`workbench hessian` for more)
+        from workbench.hessian_view import summary_table
+
+        stdout.print(summary_table(start["hessian"]))
+
+
+@app.command()
+@friendly
+def hessian(
+    run_id: Annotated[str, typer.Argument(help="A hessian_interaction or obd run's id (a unique prefix works).")],
+    layer: Annotated[Optional[str], typer.Option(help="One layer: also print its S, kernels ordered by the split.")] = None,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """A Hessian-guided run's kernel interactions: within-set vs cross-set sums of |S| and the OBD saliency range, per layer."""
+    from engine.hessian_summary import hessian_note
+    from workbench.hessian_view import hessian_json, load_hessian, matrix_table, summary_table
+
+    record = _find_run(logs_dir, run_id)
+    folder = RunFolder(Path(record["run_dir"]) if record.get("run_dir") else logs_dir / record["run_id"])
+    saved = load_hessian(folder)
+    chosen = hessian_json(folder.run_id, saved, layer)
+    if as_json:
+        typer.echo(json.dumps(chosen))
+        return
+    stdout.print(summary_table(hessian_note({**saved, "layers": {n: saved["layers"][n] for n in chosen["layers"]}})))
+    if layer:
+        stdout.print(matrix_table(layer, saved["layers"][layer]))
 
 
 

@@ -43,6 +43,7 @@ from workbench.escape_report import escape_markdown, plot_interpolation  # noqa:
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
+from workbench.hessian_view import study_heatmap  # noqa: E402
 
 REPORT_FILE = "README.md"
 FEW_POINTS = 30  # lines with fewer points than this get markers
@@ -66,6 +67,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "eval.png": plot_eval(loaded),
         "interpolation.png": plot_interpolation(verdict),  # a study continuing converged runs
         "rho.png": plot_rho(verdict, loaded),  # studies of elastic freezing only
+        "hessian.png": study_heatmap(folders),  # Hessian-guided partitions: the first run's S per layer
     }
     written = []
     for name, figure in figures.items():

@@ -46,6 +46,7 @@ _KIND_NAMES = {"conv": "conv", "fc": "fc", "bn": "norm", "norm": "norm"}
 UNITS = {
     "first_kernels": "kernels", "random_kernels": "kernels", "random_elements": "weights",
     "layers": "layers", "groups": "kernel groups", "none": "weights",
+    "hessian_interaction": "kernels", "obd": "kernels",
 }  # fmt: skip
 
 

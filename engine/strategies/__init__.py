@@ -19,3 +19,4 @@ def partitioned_layers(layers: list[Layer], spec: PartitionSpec) -> list[Layer]:
 
 
 from engine.strategies import elements, kernel_scores, whole  # noqa: E402,F401 - registers the shipped strategies
+from engine.strategies import hessian  # noqa: E402,F401 - hessian_interaction, obd

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from engine.choices import PARTITIONS
-from engine.models import Layer
+from engine.models import Layer, per_kernel
 from engine.spec import PartitionSpec
 from engine.strategies import partitioned_layers
 
@@ -35,8 +35,7 @@ def fix_top_kernels(ranking: KernelRanking):
             kernels = torch.zeros(layer.kernels, dtype=torch.bool)
             kernels[ranking(layer, generator)[: fixed_kernel_count(spec.fraction, layer.kernels)]] = True
             for name in layer.params:
-                shape = params[name].shape
-                masks[name] = kernels.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+                masks[name] = per_kernel(kernels, params[name].shape).clone()
         return masks
 
     return fixed
