@@ -143,4 +143,4 @@ async def test_compare_needs_two_marks(logs: Path):
         shown = {key: active.binding.description for key, active in app.screen.active_bindings.items()
                  if active.binding.show}
         assert shown["m"] == "Compare"  # in the footer
-        assert ("␣", "Mark / unmark a run to compare or fuse") in app.screen_keys()  # in `?` and the palette
+        assert shown["space"] == "Mark" and ("␣", "Mark") in app.screen_keys()  # in the footer, `?` and the palette

@@ -207,6 +207,22 @@ async def test_escape_cancels(experiments_file: Path, logs_dir: Path):
 
 
 @sync
+async def test_escape_with_unsaved_edits_asks_first(experiments_file: Path, logs_dir: Path):
+    from workbench.tui.screens.confirm import ConfirmScreen
+
+    app = Host(ComposeScreen(experiments_file, logs_dir, base="baseline"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press(*"mine", "escape")  # a name typed: an edit
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # keep editing: the edit is still there
+        assert isinstance(app.screen, ComposeScreen) and app.screen.experiment_name == "mine"
+        await pilot.press("escape", "y")
+        await pilot.pause()
+        assert app.result is None and not isinstance(app.screen, (ComposeScreen, ConfirmScreen))
+
+
+@sync
 async def test_launch_unsaved_submits_a_real_run(experiments_file: Path, logs_dir: Path, workbench_exe: Path):
     before = experiments_file.read_bytes()
     screen = ComposeScreen(experiments_file, logs_dir, base="baseline", initial={"train": {"steps": 5}})
@@ -239,7 +255,7 @@ async def test_save_and_launch_submits_from_the_saved_file(experiments_file: Pat
     app = Host(screen)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        await pilot.press(*"short-frozen", "ctrl+b")
+        await pilot.press(*"short-frozen", "ctrl+g")
         deadline = time.monotonic() + 300  # a guard, not a goal: submit imports torch and checks the spec
         while app.result == "not dismissed" and time.monotonic() < deadline:
             await pilot.pause(0.2)

@@ -14,21 +14,10 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
 from engine.run_folder import read_json
-from workbench.tui.feed import EventsTail, Series
-from workbench.tui.widgets.chart import MetricChart
+from workbench.tui.feed import EventsTail
+from workbench.tui.widgets.chart import OKABE_ITO, RGB, MetricChart, rich_colour
 from workbench.tui.screens.polling import PollingScreen
 
-# (plotext colour, rich colour): run i gets PALETTE[i % len(PALETTE)] on every chart and in the legend
-PALETTE = (
-    ("cyan+", "bright_cyan"),
-    ("orange+", "dark_orange"),
-    ("magenta+", "bright_magenta"),
-    ("green+", "bright_green"),
-    ("red+", "bright_red"),
-    ("blue+", "bright_blue"),
-    ("yellow+", "bright_yellow"),
-    ("white", "white"),
-)
 # chart id -> (title, series name in EventsTail)
 CHARTS = {
     "movement": (
@@ -83,23 +72,13 @@ def cell(value: Any) -> str:
 class CompareChart(MetricChart):
     """A MetricChart whose line colours are given per label (per run) instead of per metric."""
 
-    def __init__(self, title: str, colours: dict[str, str], *, id: str | None = None) -> None:
-        super().__init__(title, id=id)
-        self.colours = colours
-        self.labels: list[str] = []  # the labels (run ids) currently drawn, for tests
+    def __init__(self, title: str, colours: dict[str, RGB], *, id: str | None = None) -> None:
+        super().__init__(title, id=id, palette=colours)
 
-    def show(self, lines: dict[str, Series]) -> None:
-        plt = self.plt
-        plt.clear_data()
-        self.points = 0
-        self.labels = []
-        for label, series in lines.items():
-            if not len(series):
-                continue
-            plt.plot(series.steps, series.values, label=label, color=self.colours.get(label, "default"), marker="braille")
-            self.points += len(series)
-            self.labels.append(label)
-        self.refresh()
+    @property
+    def labels(self) -> list[str]:
+        """The labels (run ids) currently drawn."""
+        return list(self.lines)
 
 
 class CompareScreen(PollingScreen):
@@ -117,8 +96,9 @@ class CompareScreen(PollingScreen):
         self.logs_dir = Path(logs_dir)
         self.run_ids = [r["run_id"] for r in self.records]
         self.run_dirs = {r["run_id"]: Path(r.get("run_dir") or self.logs_dir / r["run_id"]) for r in self.records}
-        self.plot_colours = {run_id: PALETTE[i % len(PALETTE)][0] for i, run_id in enumerate(self.run_ids)}
-        self.text_colours = {run_id: PALETTE[i % len(PALETTE)][1] for i, run_id in enumerate(self.run_ids)}
+        # run i gets the i-th colour on every chart, in the legend and in the tables
+        self.plot_colours = {run_id: OKABE_ITO[i % len(OKABE_ITO)] for i, run_id in enumerate(self.run_ids)}
+        self.text_colours = {run_id: rich_colour(rgb) for run_id, rgb in self.plot_colours.items()}
         self.tails = {run_id: EventsTail(self.run_dirs[run_id] / EVENTS_FILE) for run_id in self.run_ids}
         self.differences: list[tuple[str, list[Any]]] = []
         self._drawn: dict[str, int] = {}
