@@ -99,6 +99,7 @@ class MetricChart(PlotextPlot):
                  waiting: str = "waiting for the first record", palette: dict[str, RGB] | None = None) -> None:
         super().__init__(id=id)
         self.palette = palette  # label -> colour, where the caller picks them (one per run)
+        self.names: dict[str, str] = {}  # label -> what the legend calls it, where not the label
         self.chart_title = title
         self.right = right
         self.waiting = waiting  # what an empty chart says instead of an empty box
@@ -128,7 +129,8 @@ class MetricChart(PlotextPlot):
             if label == "hi":  # lo and hi are one band: one entry
                 continue
             entry = Text("━━", style=rich_colour(self.colours[label]))
-            entry.append(" " + LEGEND_NAMES.get(label, label) + (" (right axis)" if label in self.right else ""))
+            name = self.names.get(label) or LEGEND_NAMES.get(label, label)
+            entry.append(" " + name + (" (right axis)" if label in self.right else ""))
             if rows[-1].cell_len + 2 + entry.cell_len > width and rows[-1].cell_len:
                 rows.append(entry)
             else:
