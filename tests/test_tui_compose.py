@@ -298,3 +298,22 @@ async def test_launch_failure_shows_the_first_line_of_stderr(experiments_file: P
     assert Path(cmd[0]).name == "workbench" and cmd[1:3] == ["submit", "unsaved"]
     assert cmd[cmd.index("--logs-dir") + 1] == str(logs_dir) and cmd[-1] == "--json"
     assert not Path(cmd[cmd.index("--experiments") + 1]).exists()  # the temporary copy is gone
+
+
+@sync
+async def test_the_questions_choices_come_first_and_show_at_80x24(experiments_file: Path, logs_dir: Path):
+    """Strategy, fraction, freeze and device are on the first screen at 80x24, above the rest;
+    an ensemble's section follows the partition when the spec has one."""
+    app = Host(ComposeScreen(experiments_file, logs_dir, base="baseline"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        form = app.screen.query_one(SpecForm)
+        order = list(form.layout_sections())
+        assert order[:2] == ["question", "partition"] and "ensemble" not in order[:3]
+        for key in ("partition.strategy", "partition.fraction", "freeze", "device"):
+            widget = form.widget_for(key)
+            assert 0 <= widget.region.y and widget.region.bottom <= 23, key  # above the footer, unscrolled
+    app = Host(ComposeScreen(experiments_file, logs_dir, initial={"ensemble": {"members": 4}}))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert list(app.screen.query_one(SpecForm).layout_sections())[:3] == ["question", "partition", "ensemble"]
