@@ -249,7 +249,13 @@ class RunsScreen(PollingScreen):
         if problem:
             self.notify(problem, title="nothing to fuse", severity="warning")
             return
-        self.app.push_screen(FuseScreen(ids), lambda mode: mode and self._fuse(ids, mode))
+        self.app.push_screen(FuseScreen(ids), lambda mode: mode and self._start_fuse(ids, mode))
+
+    def _start_fuse(self, ids: list[str], mode: str) -> None:
+        """`workbench fuse` takes seconds (it starts Python and checks the members): say so at
+        once, and keep the table answering meanwhile (the command runs in a thread)."""
+        self.notify(f"fusing {', '.join(ids)} ({mode}): checking the members and queuing...", title="fuse")
+        self._fuse(ids, mode)
 
     @work(thread=True, group="fuse")
     def _fuse(self, ids: list[str], mode: str) -> None:
