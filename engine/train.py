@@ -123,6 +123,11 @@ def train(
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.
     tracker = None if pruning else MovementTracker(dict(model.named_parameters()), prep.layers, prep.masks)
     features += [Tracking(tracker, spec.train.steps, spec.track.every)] if tracker else []
+    if spec.track.snapshots and not pruning:  # weights over time (engine/weight_snapshots.py)
+        from engine.weight_snapshots import SNAPSHOTS_FILE, WeightSnapshots
+
+        features.append(WeightSnapshots(model, prep.layers, prep.masks, spec.track.snapshots,
+                                        folder.path / SNAPSHOTS_FILE, prep.device))
     features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none"), Checkpoints(folder), *hooks]
 
     events = EventWriter(folder.events_path)
