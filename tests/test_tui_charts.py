@@ -119,3 +119,42 @@ def test_a_chart_draws_the_line_at_1_under_the_ratio():
     chart = MetricChart("ratio")
     chart.show({"ratio": Series([0, 10], [1.2, 1.3]), "1": Series([0, 10], [1.0, 1.0])})
     assert list(chart.lines) == ["1", "ratio"]  # plotext draws later lines on top
+
+
+def snapshot_record(step: int, shift: float) -> dict:
+    """A snapshots.jsonl line: 3 kernels of 1x4x4 (the last fixed), histograms of one layer."""
+    kernels = [[[[round(shift * (k + 1) * (x - y) / 4, 4) for x in range(4)] for y in range(4)]] for k in range(3)]
+    return {"step": step, "bins": 4, "edges": {"features.conv1": [-1, 1]},
+            "kernels": {"layer": "features.conv1", "param": "features.conv1.weight", "values": kernels,
+                        "fixed_kernels": [False, False, True]},
+            "hist": {"subset": {"features.conv1": [1, 2 + step // 10, 3, 0]}, "fixed": {"features.conv1": [0, 4, 4, 0]}},
+            "proj": [shift, -shift]}
+
+
+@sync
+async def test_the_weights_tab_shows_kernels_histograms_and_trajectory_over_time(logs: Path):
+    from engine.weights_record import SNAPSHOTS_FILE
+    from workbench.tui.widgets.weights import TrajectoryPlot, diverging
+    from textual.widgets import Static
+
+    append(logs / "done0001" / SNAPSHOTS_FILE, *(snapshot_record(step, step / 100) for step in (0, 50, 100)))
+    app = app_for(logs, "done0001")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, lambda: isinstance(app.screen, RunScreen) and len(app.screen.snapshots) == 3)
+        screen = app.screen
+        await pilot.press("4")
+        await settle(pilot, lambda: "step 100" in str(screen.query_one("#weights-step").render()))
+        grid = screen.query_one("#weights-kernels", Static).render()
+        text = str(grid).split("\n", 1)[1]  # below the title
+        assert text.count("┊") == 2 * 2 and text.count("│") == 2 * 2 * 2  # 2 text rows: fixed 1 kernel, subset 2
+        # the top-left pixel of kernel 1 at step 100: value 0 (x = y) -> the scale's middle
+        top_left = next(span for span in grid.spans if grid.plain[span.start] == "▀")
+        assert str(diverging(0.0, 1.0)[0]) in str(top_left.style)
+        await pilot.press("left_square_bracket", "left_square_bracket")
+        assert screen.snapshot_at == 0 and "step 0" in str(screen.query_one("#weights-step").render())
+        hist = str(screen.query_one("#weights-hist", Static).render())
+        assert hist.count("▕") == 2  # one row per snapshot so far, subset and fixed
+        await pilot.press("p")
+        await settle(pilot, lambda: screen.snapshot_at == 2 and screen._player is None)  # played to the newest
+        trajectory = screen.query_one("#weights-trajectory", TrajectoryPlot)
+        assert trajectory.tracks["done0001"] == [(0.0, -0.0), (0.5, -0.5), (1.0, -1.0)]

@@ -55,3 +55,27 @@ def test_snapshots_match_the_checkpoints_of_the_same_steps(tmp_path):
 def test_snapshots_leave_the_digest_alone_when_off():
     assert ExperimentSpec().digest() == ExperimentSpec(track={"every": 10, "snapshots": 0}).digest()
     assert ExperimentSpec().digest() != ExperimentSpec(track={"snapshots": 5}).digest()
+
+
+def test_the_report_writes_the_weights_as_pngs_and_a_gif(tmp_path):
+    """Real snapshots of two arms -> kernels, histograms and trajectory PNGs, and a GIF with
+    one frame per snapshot."""
+    from PIL import Image
+
+    from workbench.weights_report import write_weights
+
+    runs = {}
+    for arm, freeze in (("baseline", False), ("half-fixed", True)):
+        prep = prepare(tiny_spec(freeze=freeze, track={"every": 5, "snapshots": 5}, train={"steps": 10, "eval_every": 0}))
+        folder = RunFolder.create(tmp_path / "logs")
+        train(prep, folder, experiment=arm)
+        runs[arm] = {0: folder.path}
+    out = tmp_path / "report"
+    out.mkdir()
+    written = write_weights(runs, out)
+    assert written == ["kernels.png", "histograms.png", "trajectory.png", "kernels-baseline.gif", "kernels-half-fixed.gif"]
+    for name in written[:3]:
+        assert Image.open(out / name).format == "PNG"
+    gif = Image.open(out / "kernels-half-fixed.gif")
+    assert gif.format == "GIF" and gif.n_frames == 3  # steps 0, 5, 10
+    assert write_weights({"baseline": {0: tmp_path}}, out) == []  # no snapshots: nothing

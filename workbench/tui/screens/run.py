@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual import on
-from textual.containers import Container, Grid
+from textual.containers import Container, Grid, VerticalScroll
 from textual.widgets import DataTable, Footer, RichLog, Static, Tab, Tabs
 
 from engine.events import EVENTS_FILE
@@ -25,7 +25,11 @@ from workbench.tui.feed import (
 )
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import confirm_cancel, resume_run
-from workbench.tui.widgets.chart import MetricChart
+from workbench.tui.widgets.chart import MetricChart, rich_colour
+from workbench.tui.widgets.weights import (
+    NEGATIVE, POSITIVE, TrajectoryPlot, histogram_strips, kernel_grid, track_legend,
+)
+from engine.weights_record import SNAPSHOTS_FILE, kernel_range, read_snapshots
 from workbench.tui.live_ratio import METRICS as LIVE_METRICS, LiveRatio, live_ratio, paired_reference
 from workbench.store import Store
 from engine.run_folder import read_json
@@ -34,12 +38,14 @@ LAYER_METRICS = ("dist", "rel", "speed", "cos")
 TABS = Binding.Group("Tabs", compact=True)
 WIDE_COLUMNS = 140  # from here on every pane shows at once
 CHART_TITLES = {"dist": "dist from init", "speed": "speed", "cos": "cos to init"}  # the movement charts
-PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log"}  # tab id -> pane
+PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log", "weights": "#run-weights"}  # tab id -> pane
+PLAY_SECONDS = 0.4  # one snapshot per tick while the step slider plays
 
 
 class RunScreen(PollingScreen):
     READ_ERROR = "cannot read run"
-    HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
+    HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)"),
+                  ("[ ]", "Weights: previous / next snapshot"), ("p", "Weights: play / pause the snapshots over time")]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE_COLUMNS, "-wide")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -51,6 +57,10 @@ class RunScreen(PollingScreen):
         Binding("1", "tab('charts')", "Charts", group=TABS),
         Binding("2", "tab('layers')", "Layers", group=TABS),
         Binding("3", "tab('log')", "Log", group=TABS),
+        Binding("4", "tab('weights')", "Weights", group=TABS),
+        Binding("left_square_bracket", "snapshot(-1)", "Earlier snapshot", show=False),
+        Binding("right_square_bracket", "snapshot(1)", "Later snapshot", show=False),
+        Binding("p", "play", "Play snapshots", show=False),
     ]
 
     def __init__(self, record: dict[str, Any], logs_dir: Path) -> None:
@@ -70,11 +80,18 @@ class RunScreen(PollingScreen):
         self.ratio = LiveRatio()  # this run against its reference, at the latest shared step
         self._ratio_version: tuple = ()
         self.by_layer: str | None = None  # None: whole subsets; else the subset charted layer by layer
+        self.snapshots: list[dict[str, Any]] = []  # snapshots.jsonl, when the run saves its weights
+        self.reference_snapshots: list[dict[str, Any]] = []
+        self._snapshot_sizes: tuple = ()
+        self._weights_drawn: tuple = ()
+        self.snapshot_at: int | None = None  # the index the step slider shows
+        self._player = None
         self._layers_step: int | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
-        yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"), id="run-tabs")
+        yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"),
+                   Tab("Weights", id="weights"), id="run-tabs")
         with Container(id="run-body"):
             with Grid(id="run-charts", classes="run-pane -shown"):
                 for metric, title in CHART_TITLES.items():
@@ -83,6 +100,12 @@ class RunScreen(PollingScreen):
             yield DataTable(id="run-layers", cursor_type="row", zebra_stripes=True, classes="run-pane")
             # RichLog, not Log: a long line (a traceback's) wraps instead of running off the pane
             yield RichLog(id="run-log", max_lines=2000, wrap=True, markup=False, highlight=False, classes="run-pane")
+            with VerticalScroll(id="run-weights", classes="run-pane"):
+                yield Static("", id="weights-step")
+                yield Static("", id="weights-kernels")
+                yield Static("", id="weights-trajectory-legend")
+                yield TrajectoryPlot(id="weights-trajectory")
+                yield Static("", id="weights-hist")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -110,6 +133,7 @@ class RunScreen(PollingScreen):
             if version != self._ratio_version:  # the ratio follows both runs' records, off the UI thread
                 self._ratio_version = version
                 self.ratio = live_ratio(self.spec, self.tail.standing("movement"), self.reference.standing("movement"))
+        self.read_snapshots()
         lines = self.log_tail.poll()
         # The folder is the truth (and carries a fresh heartbeat): a stored record of a
         # live run can be seconds old, and judging liveness from it would say lost.
@@ -127,6 +151,11 @@ class RunScreen(PollingScreen):
         if version != self._drawn_version:
             self._drawn_version = version
             self.draw()
+        if self._weights_drawn != (len(self.snapshots), len(self.reference_snapshots)):
+            self._weights_drawn = (len(self.snapshots), len(self.reference_snapshots))
+            if self.snapshot_at is None or self.snapshot_at >= len(self.snapshots) - 2:
+                self.snapshot_at = len(self.snapshots) - 1  # following the newest unless looking back
+            self.draw_weights()
         self.show_header(error)
 
     def find_reference(self) -> None:
@@ -150,6 +179,73 @@ class RunScreen(PollingScreen):
             arm, record = found
             self.reference_arm, self.reference_run = arm, record["run_id"]
             self.reference = EventsTail(Path(record["run_dir"]) / EVENTS_FILE)
+
+    def read_snapshots(self) -> None:
+        """In the read thread: this run's snapshots.jsonl (and its reference's), when grown."""
+        paths = [self.run_dir / SNAPSHOTS_FILE]
+        if self.reference:
+            paths.append(Path(self.reference.path).parent / SNAPSHOTS_FILE)
+        sizes = tuple(p.stat().st_size if p.exists() else 0 for p in paths)
+        if sizes != self._snapshot_sizes:
+            self._snapshot_sizes = sizes
+            self.snapshots = read_snapshots(paths[0])
+            self.reference_snapshots = read_snapshots(paths[1]) if len(paths) > 1 else []
+
+    def draw_weights(self) -> None:
+        step_line = self.query_one("#weights-step", Static)
+        if not self.snapshots:
+            step_line.update(Text("no weight snapshots: this run does not save them (track.snapshots: k saves "
+                                  "them every k steps)", style="dim"))
+            return
+        at = max(0, min(self.snapshot_at or 0, len(self.snapshots) - 1))
+        record = self.snapshots[at]
+        done = round(20 * (at + 1) / len(self.snapshots))
+        playing = "  ▶ playing" if self._player else ""
+        step_line.update(Text.assemble(("step ", "bold"), (f"{record['step']}", "bold"),
+                                       f"  snapshot {at + 1}/{len(self.snapshots)}  ▕" + "█" * done + "░" * (20 - done) + "▏",
+                                       ("  [ ] earlier/later, p play" + playing, "dim")))
+        kernels = record.get("kernels") or {}
+        title = Text(f"{kernels.get('layer', 'first conv layer')} kernels (mean over input channels), colour: "
+                     f"-{self.kernel_reach:.3g} ", style="bold")
+        title.append("■", style=rich_colour(NEGATIVE)).append(" 0 ").append("■", style=rich_colour(POSITIVE))
+        title.append(f" +{self.kernel_reach:.3g}, the same at every step; │ subset ┊ fixed\n")
+        width = self.query_one("#run-weights").size.width or 78
+        self.query_one("#weights-kernels", Static).update(title.append_text(kernel_grid(record, self.kernel_reach, width)))
+        tracks = {self.run_id: [tuple(s["proj"]) for s in self.snapshots[: at + 1] if s.get("proj")]}
+        if self.reference_snapshots:
+            step = record["step"]
+            tracks[f"{self.reference_arm} {self.reference_run}"] = [
+                tuple(s["proj"]) for s in self.reference_snapshots if s.get("proj") and s["step"] <= step]
+        self.query_one("#weights-trajectory-legend", Static).update(track_legend(list(tracks)))
+        self.query_one("#weights-trajectory", TrajectoryPlot).show(tracks)
+        layer = kernels.get("layer") or next(iter(record.get("edges") or {}), "")
+        self.query_one("#weights-hist", Static).update(histogram_strips(self.snapshots, layer, at))
+
+    @property
+    def kernel_reach(self) -> float:
+        return kernel_range(self.snapshots)
+
+    def action_snapshot(self, delta: int) -> None:
+        if self.snapshots:
+            self.snapshot_at = max(0, min(len(self.snapshots) - 1, (self.snapshot_at or 0) + delta))
+            self.draw_weights()
+
+    def action_play(self) -> None:
+        """Play the snapshots from the first (or from where the slider is) to the newest."""
+        if self._player:
+            self._player.stop()
+            self._player = None
+        elif self.snapshots:
+            if (self.snapshot_at or 0) >= len(self.snapshots) - 1:
+                self.snapshot_at = 0
+            self._player = self.set_interval(PLAY_SECONDS, self._tick)
+        self.draw_weights()
+
+    def _tick(self) -> None:
+        if (self.snapshot_at or 0) >= len(self.snapshots) - 1:
+            self.action_play()  # at the newest: stop
+            return
+        self.action_snapshot(1)
 
     # drawing --------------------------------------------------------------------------------
     def status(self) -> str:
@@ -285,6 +381,7 @@ class RunScreen(PollingScreen):
     def action_tab(self, tab: str) -> None:
         """Show the pane (narrow), or move the focus to it (wide: every pane shows)."""
         self.query_one("#run-tabs", Tabs).active = tab
+        self.set_class(tab == "weights", "-weights")  # wide: the weights take the charts' place
         if self.wide:
             self.query_one(PANES[tab]).focus()
 
