@@ -53,7 +53,7 @@ class RunScreen(PollingScreen):
         Binding("r", "resume_run", "Resume"),
         Binding("e", "rerun", "Re-run", tooltip="Compose a new experiment from this run's spec"),
         Binding("l", "by_layer", "Layer", tooltip="Movement charts: whole subsets, each layer of subset, of fixed"),
-        # One footer entry for the three (80 columns): `?` and the palette name each.
+        # One footer entry for the four (80 columns): `?` and the palette name each.
         Binding("1", "tab('charts')", "Charts", group=TABS),
         Binding("2", "tab('layers')", "Layers", group=TABS),
         Binding("3", "tab('log')", "Log", group=TABS),
