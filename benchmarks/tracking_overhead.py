@@ -10,7 +10,8 @@ evaluation and checkpoint writes are excluded). Configurations are interleaved o
 several rounds and the median taken, so drift on a shared machine hits all of them alike.
 
     python benchmarks/tracking_overhead.py [--device cuda:0] [--steps 600] [--rounds 3]
-Goals: every step <= 1.05, every 10 steps (with grad) <= 1.02 (ratios to tracking off).
+Goals: every step <= 1.05, every 10 steps (with grad) <= 1.02 (ratios to tracking off);
+weight snapshots (`--snapshots K`, track.snapshots) <= 1.02 of the same tracking without them.
 """
 
 from __future__ import annotations
@@ -56,19 +57,21 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--snapshots", type=int, default=50, help="track.snapshots of the last configuration")
     args = parser.parse_args()
 
     base = Experiments.load(Path(__file__).resolve().parents[1] / "experiments.json").resolve(
         args.experiment,
         {"device": args.device, "train.steps": args.steps, "train.eval_every": 0, "checkpoint.every": 0},
     )
-    configs = {"off": 0, "every 1": 1, "every 10": 10}
+    configs = {"off": 0, "every 1": 1, "every 10": 10, "every 10 + snapshots": 10}
     times: dict[str, list[float]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as logs:
         step_seconds(base, Path(logs))  # warm-up: allocator, kernels, caches
         for round_ in range(args.rounds):
             for name, every in configs.items():
-                spec = base.model_copy(update={"track": base.track.model_copy(update={"every": every})})
+                snapshots = args.snapshots if name.endswith("snapshots") else 0  # weights over time (track.snapshots)
+                spec = base.model_copy(update={"track": base.track.model_copy(update={"every": every, "snapshots": snapshots})})
                 times[name].append(step_seconds(spec, Path(logs)))
             print(f"round {round_ + 1}: " + ", ".join(f"{n} {t[-1] * 1e3:.3f} ms/step" for n, t in times.items()), flush=True)
 
@@ -79,6 +82,10 @@ def main() -> None:
         ratio = statistics.median(times[name]) / off
         verdict = "meets" if ratio <= goal else "misses"
         print(f"tracking {name:<10} {statistics.median(times[name]) * 1e3:8.3f} ms/step  ratio {ratio:.3f}  ({verdict} goal <= {goal})")
+    # the weight snapshots' own cost: against the same tracking without them
+    ratio = statistics.median(times["every 10 + snapshots"]) / statistics.median(times["every 10"])
+    print(f"snapshots every {args.snapshots:<4} {statistics.median(times['every 10 + snapshots']) * 1e3:8.3f} ms/step  ratio "
+          f"{ratio:.3f} to tracking every 10 alone  ({'meets' if ratio <= 1.02 else 'misses'} goal <= 1.02)")
 
 
 if __name__ == "__main__":

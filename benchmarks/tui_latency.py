@@ -9,8 +9,11 @@ folder, then measures, headless at 80x24:
       time of a cold `python -c "import workbench.tui.app"` (interpreter start included);
   (b) for `--presses` presses of down/up in the runs table, the time from pilot.press until
       the cursor row changes (median and max), and until pilot.press returns;
-then cancels the runs, measures (a) and (b) again with nothing training (for reference),
-and removes the folder. Goals: first useful screen <= 1 s, keys <= 100 ms.
+  (c) for the keys that open a screen or change the table (sort, status filter, filter,
+      open a run, Compose, Studies, help), the time until what they open is shown;
+then cancels the runs, measures (a), (b) and (c) again with nothing training (for reference),
+and removes the folder. Goals: first useful screen <= 1 s, keys <= 100 ms, Compose open
+<= 300 ms idle.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ EXPERIMENTS = ROOT / "experiments.json"
 SIZE = (80, 24)
 GOAL_FIRST_SCREEN_S = 1.0
 GOAL_KEY_MS = 100.0
+GOAL_COMPOSE_MS = 300.0  # Compose open, idle
 
 
 def submit(logs: Path, runs: int) -> list[str]:
@@ -112,6 +116,72 @@ async def measure(logs: Path, presses: int) -> tuple[float, list[float], list[fl
     return first_screen, latencies, returned
 
 
+async def measure_screens(logs: Path) -> list[tuple[str, float]]:
+    """(what, ms) from a key press until the screen it opens (or the change it makes) shows:
+    every key of the Runs screen that does more than move the cursor, and Compose's opening."""
+    from textual.widgets import DataTable
+
+    from workbench.tui.app import WorkbenchApp
+    from workbench.tui.screens.compose import ComposeScreen
+    from workbench.tui.screens.help import HelpScreen
+    from workbench.tui.screens.run import RunScreen
+    from workbench.tui.screens.runs import RunsScreen
+    from workbench.tui.screens.studies import StudiesScreen
+
+    app = WorkbenchApp(logs, EXPERIMENTS)
+    timings: list[tuple[str, float]] = []
+    async with app.run_test(size=SIZE) as pilot:
+        while not (isinstance(app.screen, RunsScreen) and app.screen.query_one("#runs-table", DataTable).row_count):
+            await asyncio.sleep(0.002)
+        runs = app.screen
+
+        def shown(kind, selector: str | None = None):
+            def check() -> bool:
+                if not isinstance(app.screen, kind):
+                    return False
+                if selector is None:
+                    return True
+                found = app.screen.query(selector)
+                return bool(found) and found.first().region.height > 0
+            return check
+
+        steps = [
+            ("o (sort by the next column)", "o", lambda: runs.sort_key is not None),
+            ("O (reverse the sort)", "O", lambda: runs.sort_reverse),
+            ("s (status filter)", "s", lambda: runs.status_filter != "all"),
+            ("s x7 back to all", None, None),
+            ("/ (focus the filter)", "slash", lambda: app.focused is runs.query_one("#runs-filter")),
+            ("escape (back to the table)", "escape", lambda: isinstance(app.focused, DataTable)),
+            ("enter (open the Run screen)", "enter", shown(RunScreen, "#chart-dist")),
+            ("escape (back)", "escape", lambda: app.screen is runs),
+            ("n (open Compose: first field shown)", "n", shown(ComposeScreen, "#field-partition-strategy")),
+            ("escape (back)", "escape", lambda: app.screen is runs),
+            ("t (open Studies)", "t", shown(StudiesScreen, "#studies-table")),
+            ("escape (back)", "escape", lambda: app.screen is runs),
+            ("? (help)", "question_mark", shown(HelpScreen)),
+            ("escape (back)", "escape", lambda: app.screen is runs),
+        ]
+        for what, key, done in steps:
+            if key is None:
+                await pilot.press(*["s"] * 7)
+                await pilot.pause(0.2)
+                continue
+            await pilot.pause(0.3)
+            pressed = time.perf_counter()
+            await pilot.press(key)
+            while not done():
+                await asyncio.sleep(0.001)
+            timings.append((what, (time.perf_counter() - pressed) * 1000))
+        await pilot.press("q")
+    return timings
+
+
+def print_screens(timings: list[tuple[str, float]]) -> None:
+    for what, ms in timings:
+        goal = GOAL_COMPOSE_MS if what.startswith("n ") else GOAL_KEY_MS
+        print(f"    {what:<40} {ms:7.1f} ms   goal <= {goal:.0f} ms  {'OK' if ms <= goal else 'MISSED'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=4)
@@ -142,6 +212,8 @@ def main() -> None:
               f"  {'OK' if worst <= GOAL_KEY_MS else 'MISSED'}")
         print(f"    key -> pilot.press returned (adds Textual's idle wait):           median {statistics.median(returned):.1f} ms,"
               f" max {max(returned):.1f} ms")
+        print(f"(c) key -> what it opens or changes shown, while {len(run_ids)} runs train (press returned included):")
+        print_screens(asyncio.run(measure_screens(logs)))
         cancel(logs, run_ids)
         run_ids = []
         # the same, with the runs stopped: what the UI costs on its own on this machine
@@ -150,6 +222,8 @@ def main() -> None:
         print(f"    for reference, no run training: first screen {first_screen * 1000:.1f} ms, cold import"
               f" {cold * 1000:.1f} ms, keys median {statistics.median(latencies):.1f} ms, max {max(latencies):.1f} ms"
               f" (press returned: median {statistics.median(returned):.1f} ms)")
+        print("    for reference, (c) with no run training:")
+        print_screens(asyncio.run(measure_screens(logs)))
     finally:
         if run_ids:
             cancel(logs, run_ids)

@@ -240,6 +240,8 @@ class RegularizerSpec(_Section):
 
 class TrackSpec(_Section):
     every: int = Field(10, ge=0, le=MAX_STEPS, description="Record weight movement every k steps (0 = off).")
+    snapshots: int = Field(0, ge=0, le=MAX_STEPS, description="Save the weights' compact form every k steps (0 = off): "
+                           "first conv kernels, per-layer histograms, a 2-D projection (snapshots.jsonl).")
 
 
 class CheckpointSpec(_Section):
@@ -428,6 +430,7 @@ _LATER_KEYS: dict[str, tuple[str | None, ...]] = {
     "schedule": (None,),
     "init": (None,),
     "regularizer": (None,),
+    "track": ("snapshots",),
 }
 
 

@@ -35,6 +35,7 @@ from engine.models import Layer, model_layers, param_count
 from engine.basin import Basin
 from engine.init_run import CarriedOptimizer, start_from_run
 from engine.phases import Phases
+from engine.weight_snapshots import SNAPSHOTS_FILE, WeightSnapshots
 from engine.partition_context import PartitionContext
 from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
@@ -152,6 +153,10 @@ def train(
     if spec.regularizer.name == "soft_weight_sharing":  # after tracking: recorded gradient norms stay the loss's
         features.append(sharing := SoftWeightSharing(model, spec.regularizer, prep.masks, folder))
     extras = tuple(hook.score for hook in (easgd, sharing) if hook)
+    if spec.track.snapshots and not pruning:  # weights over time (engine/weight_snapshots.py)
+        features.append(
+            WeightSnapshots(model, prep.layers, prep.masks, spec.track.snapshots, folder.path / SNAPSHOTS_FILE, prep.device)
+        )
     features += [Evaluation(data.test_x, data.test_y, fusion=spec.fusion.mode != "none", extras=extras)]
     features += [Basin(data.train_x, data.train_y, folder)] if spec.init.run else []  # did it leave the converged basin?
     features += [Checkpoints(folder), *hooks]

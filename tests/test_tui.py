@@ -267,7 +267,7 @@ async def test_run_screen_follows_appended_events_and_runs_table_updates(logs: P
         await settle(pilot, lambda: screen.query_one("#chart-dist").points == 8)
         assert screen.query_one("#run-layers", DataTable).row_count == 4  # subset/fixed: all + 1 layer
         await pilot.press("3")
-        assert "worker says hello" in "\n".join(screen.query_one("#run-log").lines)
+        assert "worker says hello" in "\n".join(strip.text for strip in screen.query_one("#run-log").lines)
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
         await settle(pilot, lambda: str(table.get_cell("live0001", "step")).endswith("30/100"))
@@ -332,14 +332,23 @@ async def test_l_charts_each_layer_of_subset_then_fixed_then_whole_subsets_again
 
 
 @sync
-async def test_cancel_writes_the_request_and_q_quits(logs: Path, sleeper):
+async def test_cancel_asks_first_then_writes_the_request_and_q_quits(logs: Path, sleeper):
+    from workbench.tui.screens.confirm import ConfirmScreen
+
     app = app_for(logs)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot, lambda: len(table_ids(app)) == 3)
-        await pilot.press("down")  # a failed run: nothing to cancel
+        await pilot.press("down")  # a failed run: nothing to cancel, nothing asked
         await pilot.press("c")
+        assert isinstance(app.screen, RunsScreen)
         assert not (logs / "fail0001" / "cancel.request").exists()
         await pilot.press("up", "c")
+        assert isinstance(app.screen, ConfirmScreen) and "live0001" in app.screen.question
+        await pilot.press("n")  # a stray `c` cancels nothing
+        assert isinstance(app.screen, RunsScreen) and not (logs / "live0001" / "cancel.request").exists()
+        await pilot.press("enter", "c", "escape")  # the Run screen asks too
+        assert isinstance(app.screen, RunScreen) and not (logs / "live0001" / "cancel.request").exists()
+        await pilot.press("escape", "c", "y")
         assert (logs / "live0001" / "cancel.request").exists()
         await pilot.press("question_mark")
         assert "HelpScreen" == type(app.screen).__name__
@@ -440,20 +449,28 @@ async def test_f_fuses_the_marked_runs_with_the_chosen_mode(logs: Path, monkeypa
         return answers[len(calls) - 1]
 
     monkeypatch.setattr("workbench.tui.screens.actions.subprocess.run", fake_run)
+    ensemble = make_run(logs, "ens00001", "ensemble-2", "completed", time.time() - 30)  # the newest: on top
+    atomic_write_json(ensemble / "spec.json", {**SPEC, "ensemble": {"members": 2}})
     app = app_for(logs)
     messages = lambda: [str(n.message) for n in app._notifications]  # noqa: E731
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, lambda: len(table_ids(app)) == 3)
-        await pilot.press("space", "down", "space", "f")  # live0001 and fail0001 marked
-        assert isinstance(app.screen, FuseScreen) and app.screen.run_ids == ["live0001", "fail0001"]
+        await settle(pilot, lambda: len(table_ids(app)) == 4)
+        await pilot.press("down", "f")  # live0001, running: the bug was a Fuse dialog here
+        assert isinstance(app.screen, RunsScreen) and any("live0001 not completed" in m for m in messages())
+        await pilot.press("space", "down", "space", "f")  # live0001 and fail0001: neither completed
+        assert isinstance(app.screen, RunsScreen) and any("fail0001 not completed" in m for m in messages())
+        await pilot.press("space", "up", "space", "g", "space", "G", "space", "f")  # unmarked; ens00001, done0001
+        assert isinstance(app.screen, FuseScreen) and app.screen.run_ids == ["ens00001", "done0001"]
         await pilot.press("down", "enter")  # the second mode: head
         await settle(pilot, lambda: any("fuse0001" in m for m in messages()))
         command = calls[0]
-        assert Path(command[0]).name == "workbench" and command[1:6] == ["fuse", "live0001", "fail0001", "--mode", "head"]
+        assert Path(command[0]).name == "workbench" and command[1:6] == ["fuse", "ens00001", "done0001", "--mode", "head"]
         assert command[command.index("--logs-dir") + 1] == str(logs) and isinstance(app.screen, RunsScreen)
         assert app.screen.marked_ids() == []  # done with: unmarked
-        await pilot.press("f", "enter")  # none marked: the highlighted run, mutant
+        await pilot.press("f")  # none marked, done0001 highlighted: one run that is no ensemble
+        assert isinstance(app.screen, RunsScreen) and any("not an ensemble" in m for m in messages())
+        await pilot.press("g", "f", "enter")  # the completed ensemble run alone: its members, mutant
         await settle(pilot, lambda: any("no checkpoint 'final'" in m for m in messages()))
-        assert calls[1][1:5] == ["fuse", "fail0001", "--mode", "mutant"]
+        assert calls[1][1:5] == ["fuse", "ens00001", "--mode", "mutant"]
         await pilot.press("f", "escape")
         assert isinstance(app.screen, RunsScreen) and len(calls) == 2

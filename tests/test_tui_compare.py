@@ -100,9 +100,16 @@ async def test_mark_two_runs_and_compare(logs: Path):
         assert isinstance(app.screen, CompareScreen)
         compare = app.screen
         assert compare.run_ids == ["half0002", "half0001"]
+        summary = compare.query_one("#cmp-summary", DataTable)  # the first tab: the numbers
+        await settle(pilot, lambda: summary.row_count == 2 and str(summary.get_cell("half0001", "dist")) != "-")
+        rows = {key: [str(summary.get_cell(key, c)) for c in ("name", "step", "acc", "at", "dist", "speed")]
+                for key in compare.run_ids}
+        assert rows == {"half0002": ["half-fixed s2", "100", "80.00%", "first", "", ""],
+                        "half0001": ["half-fixed s1", "100", "80.00%", "100", "1.00x", "1.00x"]}
+        assert "half-fixed s2" in str(compare.query_one("#cmp-legend").render())
         dist = compare.query_one("#cmp-subset-dist", CompareChart)
         await settle(pilot, lambda: dist.labels == ["half0002", "half0001"])
-        assert dist.points == 6
+        assert dist.points == 6 and dist.names["half0001"] == "half-fixed s1"  # the legend's name of the line
         for chart in compare.query(CompareChart):
             assert chart.labels == ["half0002", "half0001"], chart.id
         assert len(set(compare.plot_colours.values())) == 2  # one colour per run
@@ -111,7 +118,7 @@ async def test_mark_two_runs_and_compare(logs: Path):
         await settle(pilot, lambda: table.row_count > 0)
         assert [row.key.value for row in table.ordered_rows] == ["seed"]
         assert [str(table.get_cell("seed", run_id)) for run_id in compare.run_ids] == ["2", "1"]
-        await pilot.press("3")
+        await pilot.press("4")
         assert compare.query_one("#cmp-tabs").active == "cmp-tab-spec"
         await pilot.press("escape")
         assert app.screen is screen
@@ -143,4 +150,4 @@ async def test_compare_needs_two_marks(logs: Path):
         shown = {key: active.binding.description for key, active in app.screen.active_bindings.items()
                  if active.binding.show}
         assert shown["m"] == "Compare"  # in the footer
-        assert ("␣", "Mark / unmark a run to compare or fuse") in app.screen_keys()  # in `?` and the palette
+        assert shown["space"] == "Mark" and ("␣", "Mark") in app.screen_keys()  # in the footer, `?` and the palette

@@ -204,6 +204,22 @@ async def test_escape_cancels(experiments_file: Path, logs_dir: Path):
 
 
 @sync
+async def test_escape_with_unsaved_edits_asks_first(experiments_file: Path, logs_dir: Path):
+    from workbench.tui.screens.confirm import ConfirmScreen
+
+    app = Host(ComposeScreen(experiments_file, logs_dir, base="baseline"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        await pilot.press(*"mine", "escape")  # a name typed: an edit
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # keep editing: the edit is still there
+        assert isinstance(app.screen, ComposeScreen) and app.screen.experiment_name == "mine"
+        await pilot.press("escape", "y")
+        await pilot.pause()
+        assert app.result is None and not isinstance(app.screen, (ComposeScreen, ConfirmScreen))
+
+
+@sync
 async def test_launch_unsaved_submits_a_real_run(experiments_file: Path, logs_dir: Path, workbench_exe: Path):
     before = experiments_file.read_bytes()
     screen = ComposeScreen(experiments_file, logs_dir, base="baseline", initial={"train": {"steps": 5}})
@@ -236,7 +252,7 @@ async def test_save_and_launch_submits_from_the_saved_file(experiments_file: Pat
     app = Host(screen)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        await pilot.press(*"short-frozen", "ctrl+b")
+        await pilot.press(*"short-frozen", "ctrl+g")
         deadline = time.monotonic() + 300  # a guard, not a goal: submit imports torch and checks the spec
         while app.result == "not dismissed" and time.monotonic() < deadline:
             await pilot.pause(0.2)
@@ -279,3 +295,22 @@ async def test_launch_failure_shows_the_first_line_of_stderr(experiments_file: P
     assert Path(cmd[0]).name == "workbench" and cmd[1:3] == ["submit", "unsaved"]
     assert cmd[cmd.index("--logs-dir") + 1] == str(logs_dir) and cmd[-1] == "--json"
     assert not Path(cmd[cmd.index("--experiments") + 1]).exists()  # the temporary copy is gone
+
+
+@sync
+async def test_the_questions_choices_come_first_and_show_at_80x24(experiments_file: Path, logs_dir: Path):
+    """Strategy, fraction, freeze and device are on the first screen at 80x24, above the rest;
+    an ensemble's section follows the partition when the spec has one."""
+    app = Host(ComposeScreen(experiments_file, logs_dir, base="baseline"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        form = app.screen.query_one(SpecForm)
+        order = list(form.layout_sections())
+        assert order[:2] == ["question", "partition"] and "ensemble" not in order[:3]
+        for key in ("partition.strategy", "partition.fraction", "freeze", "device"):
+            widget = form.widget_for(key)
+            assert 0 <= widget.region.y and widget.region.bottom <= 23, key  # above the footer, unscrolled
+    app = Host(ComposeScreen(experiments_file, logs_dir, initial={"ensemble": {"members": 4}}))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert list(app.screen.query_one(SpecForm).layout_sections())[:3] == ["question", "partition", "ensemble"]

@@ -10,6 +10,7 @@ so a snapshot changes only when what a screen shows changes. After a deliberate 
 from __future__ import annotations
 
 import json
+import math
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,6 +50,19 @@ def movement(step: int, scale: float) -> dict:
     return {"type": "movement", "step": step, "subsets": {"subset": figures(grow), "fixed": figures(grow / 3)}}
 
 
+def weights_snapshot(step: int, scale: float, seed: int) -> dict:
+    """A snapshots.jsonl line: 8 conv1 kernels of 1x5x5 (the first 4 fixed), growing with the step."""
+    grow = 1 + scale * step
+    kernels = [[[[round(math.sin(k + x * 0.7 - y * (0.4 + seed / 10)) * (grow if k >= 4 else 1) / 4, 4)
+                  for x in range(5)] for y in range(5)]] for k in range(8)]
+    hist = lambda spread: [round(40 * math.exp(-((b - 11.5) / spread) ** 2)) for b in range(24)]  # noqa: E731
+    return {"step": step, "bins": 24, "edges": {"conv1.weight": [-1, 1], "conv2.weight": [-1, 1]},
+            "kernels": {"layer": "conv1.weight", "param": "conv1.weight.weight", "values": kernels,
+                        "fixed_kernels": [k < 4 for k in range(8)]},
+            "hist": {"subset": {"conv1.weight": hist(3 * grow)}, "fixed": {"conv1.weight": hist(3)}},
+            "proj": [round(scale * step * math.cos(step / 40 + seed), 4), round(scale * step * math.sin(step / 40), 4)]}
+
+
 def make_run(logs: Path, run_id: str, arm: str, seed: int, scale: float, created: float, spec: dict) -> None:
     """A completed run of `arm` with seed `seed` whose subset dist grows `scale` per step."""
     folder = logs / run_id
@@ -71,6 +85,8 @@ def make_run(logs: Path, run_id: str, arm: str, seed: int, scale: float, created
                                                 "final": {"eval_acc": 0.87, "eval_loss": 0.9, "train_loss": 0.6},
                                                 "movement": movement(100, scale)["subsets"]})
     (folder / "worker.log").write_text(f"run {run_id}: {arm} seed {seed}\nstep 100: completed\n")
+    with open(folder / "snapshots.jsonl", "w") as file:  # the weights over time (track.snapshots)
+        file.writelines(json.dumps(weights_snapshot(step, scale, seed)) + "\n" for step in STEPS)
     Store(logs).put(record_from_folder(folder))
 
 
@@ -153,8 +169,18 @@ def help_loaded(app: WorkbenchApp):
     return run_before
 
 
+def weights_loaded(app: WorkbenchApp):
+    async def run_before(pilot) -> None:
+        await run_loaded(app)(pilot)
+        await pilot.press("4")
+        await settle(pilot, lambda: "step 100" in str(app.screen.query_one("#weights-step").render())
+                     and app.screen.query_one("#weights-trajectory").tracks.__len__() == 2)
+        await pilot.pause(0.1)
+    return run_before
+
+
 SCREENS = {"runs": runs_loaded, "run": run_loaded, "compose": compose_loaded, "studies": studies_loaded,
-           "compare": compare_loaded, "help": help_loaded}
+           "compare": compare_loaded, "help": help_loaded, "weights": weights_loaded}
 
 
 @pytest.mark.parametrize("size", [SMALL, WIDE], ids=["80x24", "160x48"])

@@ -108,8 +108,8 @@ async def test_studies_screen_lists_studies_and_shows_the_verdict(setup):
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_studies(pilot, app)
         assert list_rows(screen) == ["pair", "longer"]
-        assert table_rows(screen, "#studies-table")[0] == ["pair", "baseline, half-fixed", "2", "4/4", "4/4", "0"]
-        assert table_rows(screen, "#studies-table")[1][3:] == ["1/4", "1/4", "0"]
+        assert table_rows(screen, "#studies-table")[0] == ["pair", "4/4", "4/4", "0", "0", "2", "baseline, half-fixed"]
+        assert table_rows(screen, "#studies-table")[1][1:5] == ["1/4", "1/4", "0", "0"]
         await settle(pilot, lambda: screen.query_one("#study-verdict", DataTable).row_count > 0)
         runs = table_rows(screen, "#study-runs")
         assert [(r[0], r[1], r[2], r[3]) for r in runs] == [
@@ -119,7 +119,7 @@ async def test_studies_screen_lists_studies_and_shows_the_verdict(setup):
         verdict = table_rows(screen, "#study-verdict")
         # these runs have no per-layer records: the headline is the whole subset, said so;
         # the same 2x on both seeds: no spread, so no p
-        assert verdict[0] == ["all", "subset", "2.00", "2.00-2.00", "-", "2"]
+        assert verdict[0] == ["all", "subset", "2.00", "2.00 to 2.00", "-", "2"]
         answer = str(screen.query_one("#study-answer", Static).render())
         assert "subset moved 2.00x" in answer
         chart = screen.query_one("#study-chart")
@@ -201,6 +201,10 @@ async def test_a_study_runs_screen_overlays_its_paired_reference_run(setup):
         assert set(screen.query_one("#chart-cos").lines) == set(dist.lines)
         assert list(screen.query_one("#chart-loss").lines) == ["train_loss", "eval_loss", "eval_acc"]  # the run's own
         assert "vs base0001" in str(screen.query_one("#run-header").render())
+        # no per-layer records: the whole subset, as the verdict falls back; 2x as far and as fast
+        await settle(pilot, lambda: "dist 2.00x" in str(screen.query_one("#run-header").render()))
+        assert "subset (all layers) ÷ baseline, step 100" in str(screen.query_one("#run-header").render())
+        assert "speed 2.00x" in str(screen.query_one("#run-header").render())
     for run_id in ("base0001", "long0000"):  # the reference arm itself; a run without its reference
         app = WorkbenchApp(logs, experiments, run_id=run_id)
         async with app.run_test(size=SIZE) as pilot:
@@ -268,3 +272,15 @@ def test_the_cli_and_the_studies_screen_match_the_same_runs_without_torch(setup)
     # the failed run is newer, but a completed run is preferred over it
     assert pair["half-fixed"]["1"] == "half0001"
     assert seen["cli"]["longer"]["baseline"] == {"0": str((logs / "long0000").resolve()), "1": None}
+
+
+def test_the_studies_list_counts_queued_apart_from_running_and_clips_long_arms():
+    from workbench.tui.screens.studies import ARMS_WIDTH, StudyState, list_cells
+
+    arms = [f"arm-with-a-long-name-{i}" for i in range(4)]
+    state = StudyState("big", arms=arms, seeds=[0],
+                       runs={arm: {0: {"status": status}} for arm, status in
+                             zip(arms, ("running", "queued", "queued", "completed"))})
+    cells = list_cells(state)
+    assert [str(c) for c in cells[1:5]] == ["4/4", "1/4", "1", "2"]  # runs, done, running, queued
+    assert len(cells[-1]) == ARMS_WIDTH and cells[-1].endswith("…")

@@ -155,7 +155,7 @@ def test_mean_ratio_and_t_interval_over_three_seeds(tmp_path):
     p = stats.ttest_1samp(np.log([1.8, 2.0, 2.2]), 0).pvalue
     assert verdict["answer"] == (
         f"conv kernels that kept training moved {gm:.2f}x farther when the rest was frozen "
-        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f}-{hi:.2f}, p={p:.2g})"
+        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f} to {hi:.2f}, p={p:.2g})"
     )
     assert verdict["comparisons"][0]["answer"] == verdict["answer"]
 
@@ -222,7 +222,7 @@ def test_ratios_either_side_of_one_give_no_difference_detected(tmp_path):
     assert verdict["detectable_ratio"] == detectable and detectable > hi
     assert verdict["answer"].startswith(
         f"no difference detected: conv kernels that kept training moved {gm:.2f}x as far when the rest was frozen "
-        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f}-{hi:.2f}, p="
+        f"(half-fixed vs baseline, geometric mean of 3 seeds, 95% CI {lo:.2f} to {hi:.2f}, p="
     )
     assert verdict["answer"].endswith(f"; 3 seeds detect only ratios beyond {detectable:.2f}x or {1 / detectable:.2f}x)")
 
@@ -324,7 +324,7 @@ def test_verdict_table_shows_ratios_and_the_answer(tmp_path):
     text = console.file.getvalue()
     assert "freeze-half: half-fixed / baseline" in text
     gm, lo, hi = geometric([1.8, 2.0, 2.2], 4.303)
-    assert f"{gm:.2f}" in text and f"{lo:.2f}-{hi:.2f}" in text and "eval_acc" in text
+    assert f"{gm:.2f}" in text and f"{lo:.2f} to {hi:.2f}" in text and "eval_acc" in text
     assert verdict["answer"] in " ".join(text.split())  # wrapped at 80 columns
 
 
@@ -345,7 +345,7 @@ def test_report_names_every_run_and_writes_png_plots(tmp_path):
         data = (path.parent / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG_MAGIC), name
     gm, lo, hi = geometric([1.8, 2.0, 2.2], 4.303)
-    assert f"| partitioned | subset | {gm:.2f} | {lo:.2f}-{hi:.2f} | " in page
+    assert f"| partitioned | subset | {gm:.2f} | {lo:.2f} to {hi:.2f} | " in page
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 

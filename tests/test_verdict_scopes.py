@@ -228,7 +228,7 @@ def test_printed_table_fits_80_columns_and_leads_with_the_headline(tmp_path):
     rows = [line.split() for line in lines if line.split()[:1] in (["partitioned"], ["all"], ["conv"], [CONV1])]
     assert [row[0] for row in rows][:3] == ["partitioned", "partitioned", "all"]
     mean, ci = by_hand([math.hypot(a, 2 * b) / math.hypot(1, 2) for a, b in zip(CONV1_RATIOS, CONV2_RATIOS)])
-    assert rows[0][:4] == ["partitioned", "subset", f"{mean:.2f}", f"{ci[0]:.2f}-{ci[1]:.2f}"]
+    assert rows[0][:6] == ["partitioned", "subset", f"{mean:.2f}", f"{ci[0]:.2f}", "to", f"{ci[1]:.2f}"]
 
 
 def test_arms_of_other_models_compare_their_own_conv_layers_or_the_whole_subset(tmp_path):

@@ -74,6 +74,9 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         if figure is not None:
             _save(figure, out_dir / name)
             written.append(name)
+    from workbench.weights_report import write_weights  # runs with track.snapshots: the weights over time
+
+    written += write_weights(runs, out_dir)
     page = markdown(verdict, loaded, written, logs_dir)
     path = out_dir / REPORT_FILE
     atomic_write(path, lambda f: f.write(page.encode()))

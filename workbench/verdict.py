@@ -316,8 +316,8 @@ def fmt_ratio(x: float) -> str:
 
 
 def fmt_ci(ci: list[float]) -> str:
-    lo, hi = ci
-    return f"{fmt_ratio(lo)}-{fmt_ratio(hi)}" if lo >= 0 else f"{fmt_ratio(lo)} to {fmt_ratio(hi)}"
+    lo, hi = ci  # one format for ratios and (signed) differences alike: "a-b" misreads beside "-2 to 3"
+    return f"{fmt_ratio(lo)} to {fmt_ratio(hi)}"
 
 
 def fmt_p(p: float | None) -> str:

@@ -66,6 +66,18 @@ class WorkbenchApp(App):
         keys.append(("ctrl+p", "Command palette"))
         return list(dict.fromkeys(keys))  # once each, in order
 
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the screen into `screenshots/` of the logs dir (Textual's own default,
+        ~/Downloads, fails where it does not exist, as on most servers) and say where."""
+        folder = Path(path) if path else self.logs_dir / "screenshots"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            saved = self.save_screenshot(filename, str(folder))
+        except OSError as exc:
+            self.notify(f"cannot save a screenshot in {folder}: {exc}", severity="error")
+            return
+        self.notify(str(saved), title="screenshot saved")
+
     def action_studies(self) -> None:
         """The studies of the experiments file: progress, launch, verdict."""
         from workbench.tui.screens.studies import StudiesScreen

@@ -60,11 +60,7 @@ def progress_bar(step: int | None, steps: int | None, width: int = 5) -> str:
 def age(timestamp: float | None, now: float | None = None) -> str:
     if not timestamp:
         return "-"
-    seconds = max(0.0, (now or time.time()) - timestamp)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
+    return duration(max(0.0, (now or time.time()) - timestamp))
 
 
 def short_number(value: Any, digits: int = 3) -> str:
@@ -189,3 +185,46 @@ class LogTail:
         new = data[:cut].decode("utf-8", errors="replace").splitlines()
         self.lines = (self.lines + new)[-self.limit:]
         return new
+
+
+class StepRates:
+    """Steps per second of each running run, from two heartbeats of it (the heartbeat carries
+    the worker's step and the time it was written, so the rate is the worker's own, not the
+    poll's): what the Runs table's `steps/s` and `ETA` show. The rate is over the span
+    between the last two heartbeats with different steps."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, float]] = {}  # run id -> (step, heartbeat time)
+        self.rates: dict[str, float] = {}
+
+    def observe(self, records: list[dict[str, Any]]) -> None:
+        for record in records:
+            run_id, step, beat = record["run_id"], record.get("step"), record.get("heartbeat")
+            if record.get("status") != "running" or not isinstance(step, int) or not beat:
+                self.rates.pop(run_id, None)
+                continue
+            seen = self._seen.get(run_id)
+            if seen and step > seen[0] and beat > seen[1]:
+                self.rates[run_id] = (step - seen[0]) / (beat - seen[1])
+            if not seen or step != seen[0]:
+                self._seen[run_id] = (step, beat)
+
+    def rate(self, run_id: str) -> float | None:
+        return self.rates.get(run_id)
+
+    def eta(self, record: dict[str, Any]) -> float | None:
+        """Seconds left at the current rate (None: not running, or no rate yet)."""
+        rate, steps, step = self.rate(record["run_id"]), record.get("steps"), record.get("step")
+        if not rate or not steps or not isinstance(step, int):
+            return None
+        return max(0, steps - step) / rate
+
+
+def duration(seconds: float | None) -> str:
+    """`42s`, `7m`, `3h`: an ETA at a glance."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"

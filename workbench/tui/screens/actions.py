@@ -19,6 +19,25 @@ def cancel_run(record: dict, logs_dir: Path) -> str:
     return cancel(record, logs_dir)
 
 
+def confirm_cancel(screen, record: dict, logs_dir: Path) -> None:
+    """Ask, then cancel the run of `record` (`c` on the Runs and Run screens): a cancel stops
+    hours of training, one stray key must not do it. A run that is not active is told so
+    at once, with nothing to confirm."""
+    from workbench.tui.screens.confirm import ConfirmScreen
+
+    if record.get("status") not in ACTIVE:
+        screen.notify(cancel_run(record, logs_dir))
+        return
+
+    def answered(yes: bool | None) -> None:
+        if yes:
+            screen.notify(cancel_run(record, logs_dir))
+            screen.poll()
+
+    question = f"Cancel {record['run_id']} ({record.get('experiment') or '-'}, {record.get('status')})?"
+    screen.app.push_screen(ConfirmScreen(question), answered)
+
+
 def resume_command(run_id: str, logs_dir: Path) -> list[str]:
     return [str(Path(sys.executable).parent / "workbench"), "resume", run_id, "--logs-dir", str(logs_dir)]
 

@@ -14,21 +14,11 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
 from engine.run_folder import read_json
-from workbench.tui.feed import EventsTail, Series
-from workbench.tui.widgets.chart import MetricChart
+from workbench.tui.feed import EventsTail, short_number
+from workbench.tui.live_ratio import LiveRatio, live_ratio
+from workbench.tui.widgets.chart import OKABE_ITO, RGB, MetricChart, rich_colour
 from workbench.tui.screens.polling import PollingScreen
 
-# (plotext colour, rich colour): run i gets PALETTE[i % len(PALETTE)] on every chart and in the legend
-PALETTE = (
-    ("cyan+", "bright_cyan"),
-    ("orange+", "dark_orange"),
-    ("magenta+", "bright_magenta"),
-    ("green+", "bright_green"),
-    ("red+", "bright_red"),
-    ("blue+", "bright_blue"),
-    ("yellow+", "bright_yellow"),
-    ("white", "white"),
-)
 # chart id -> (title, series name in EventsTail)
 CHARTS = {
     "movement": (
@@ -42,6 +32,18 @@ CHARTS = {
         ("cmp-eval-acc", "eval acc", "eval_acc"),
     ),
 }
+
+
+# The answer first (the ratios fit at 80 columns), then the figures behind it.
+SUMMARY_COLUMNS = (("name", "run"), ("dist", "subset dist ÷1st"), ("speed", "speed ÷1st"), ("at", "at step"),
+                   ("acc", "eval acc"), ("loss", "eval loss"), ("subset", "subset dist"), ("fixed", "fixed dist"),
+                   ("step", "step"), ("id", "id"))
+
+
+def run_name(record: dict[str, Any]) -> str:
+    """What a run is, to a researcher: `half-fixed s1` (experiment and seed)."""
+    seed = record.get("seed")
+    return f"{record.get('experiment') or '-'}" + (f" s{seed}" if seed is not None else "")
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -83,32 +85,24 @@ def cell(value: Any) -> str:
 class CompareChart(MetricChart):
     """A MetricChart whose line colours are given per label (per run) instead of per metric."""
 
-    def __init__(self, title: str, colours: dict[str, str], *, id: str | None = None) -> None:
-        super().__init__(title, id=id)
-        self.colours = colours
-        self.labels: list[str] = []  # the labels (run ids) currently drawn, for tests
+    def __init__(self, title: str, colours: dict[str, RGB], names: dict[str, str], *, id: str | None = None) -> None:
+        super().__init__(title, id=id, palette=colours)
+        self.names = names  # run id -> "experiment s<seed>"
 
-    def show(self, lines: dict[str, Series]) -> None:
-        plt = self.plt
-        plt.clear_data()
-        self.points = 0
-        self.labels = []
-        for label, series in lines.items():
-            if not len(series):
-                continue
-            plt.plot(series.steps, series.values, label=label, color=self.colours.get(label, "default"), marker="braille")
-            self.points += len(series)
-            self.labels.append(label)
-        self.refresh()
+    @property
+    def labels(self) -> list[str]:
+        """The labels (run ids) currently drawn."""
+        return list(self.lines)
 
 
 class CompareScreen(PollingScreen):
     HELP_EXTRA = [("← →", "Previous / next tab (tab bar focused)")]
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("1", "tab('cmp-tab-movement')", "Movement"),
-        Binding("2", "tab('cmp-tab-eval')", "Eval"),
-        Binding("3", "tab('cmp-tab-spec')", "Spec diff"),
+        Binding("1", "tab('cmp-tab-summary')", "Summary"),
+        Binding("2", "tab('cmp-tab-movement')", "Movement"),
+        Binding("3", "tab('cmp-tab-eval')", "Eval"),
+        Binding("4", "tab('cmp-tab-spec')", "Spec diff"),
     ]
 
     def __init__(self, records: list[dict[str, Any]], logs_dir: Path) -> None:
@@ -117,24 +111,30 @@ class CompareScreen(PollingScreen):
         self.logs_dir = Path(logs_dir)
         self.run_ids = [r["run_id"] for r in self.records]
         self.run_dirs = {r["run_id"]: Path(r.get("run_dir") or self.logs_dir / r["run_id"]) for r in self.records}
-        self.plot_colours = {run_id: PALETTE[i % len(PALETTE)][0] for i, run_id in enumerate(self.run_ids)}
-        self.text_colours = {run_id: PALETTE[i % len(PALETTE)][1] for i, run_id in enumerate(self.run_ids)}
+        # run i gets the i-th colour on every chart, in the legend and in the tables
+        self.plot_colours = {run_id: OKABE_ITO[i % len(OKABE_ITO)] for i, run_id in enumerate(self.run_ids)}
+        self.text_colours = {run_id: rich_colour(rgb) for run_id, rgb in self.plot_colours.items()}
         self.tails = {run_id: EventsTail(self.run_dirs[run_id] / EVENTS_FILE) for run_id in self.run_ids}
+        self.names = {r["run_id"]: run_name(r) for r in self.records}
+        self.specs: list[dict[str, Any]] = []  # read once, in the read thread
+        self.ratios: dict[str, LiveRatio] = {}  # run id -> against the first marked run
         self.differences: list[tuple[str, list[Any]]] = []
         self._drawn: dict[str, int] = {}
         self._specs_shown = False
 
     def compose(self) -> ComposeResult:
         yield Static(self.legend(), id="cmp-legend")
-        with TabbedContent(id="cmp-tabs", initial="cmp-tab-movement"):
+        with TabbedContent(id="cmp-tabs", initial="cmp-tab-summary"):
+            with TabPane("Summary", id="cmp-tab-summary"):
+                yield DataTable(id="cmp-summary", cursor_type="row", zebra_stripes=True)
             with TabPane("Movement", id="cmp-tab-movement"):
                 with Grid(id="cmp-movement"):
                     for chart_id, title, _ in CHARTS["movement"]:
-                        yield CompareChart(title, self.plot_colours, id=chart_id)
+                        yield CompareChart(title, self.plot_colours, self.names, id=chart_id)
             with TabPane("Eval", id="cmp-tab-eval"):
                 with Grid(id="cmp-eval"):
                     for chart_id, title, _ in CHARTS["eval"]:
-                        yield CompareChart(title, self.plot_colours, id=chart_id)
+                        yield CompareChart(title, self.plot_colours, self.names, id=chart_id)
             with TabPane("Spec diff", id="cmp-tab-spec"):
                 yield DataTable(id="cmp-spec", cursor_type="row", zebra_stripes=True)
         yield Footer(compact=True)
@@ -145,8 +145,8 @@ class CompareScreen(PollingScreen):
             if text:
                 text.append("  ")
             text.append("● ", style=self.text_colours[run_id])
-            text.append(run_id, style=f"bold {self.text_colours[run_id]}")
-            text.append(f" {record.get('experiment') or '-'}", style="dim")
+            text.append(self.names[run_id], style=f"bold {self.text_colours[run_id]}")
+            text.append(f" {run_id}", style="dim")
         return text
 
     def on_mount(self) -> None:
@@ -156,9 +156,13 @@ class CompareScreen(PollingScreen):
     def read(self) -> list[dict[str, Any]] | None:
         for tail in self.tails.values():
             tail.poll()
-        if self._specs_shown:  # a run's spec never changes: read once
-            return None
-        return [read_json(self.run_dirs[run_id] / "spec.json") or {} for run_id in self.run_ids]
+        specs = None
+        if not self._specs_shown:  # a run's spec never changes: read once
+            specs = self.specs = [read_json(self.run_dirs[run_id] / "spec.json") or {} for run_id in self.run_ids]
+        first = self.tails[self.run_ids[0]].standing("movement")
+        self.ratios = {run_id: live_ratio(spec, self.tails[run_id].standing("movement"), first)
+                       for run_id, spec in zip(self.run_ids[1:], self.specs[1:])}
+        return specs
 
     def apply(self, specs: list[dict[str, Any]] | None, error: str) -> None:
         if specs is not None:
@@ -173,10 +177,39 @@ class CompareScreen(PollingScreen):
 
     # drawing ---------------------------------------------------------------------------------
     def draw(self) -> None:
+        self.show_summary()
         for charts in CHARTS.values():
             for chart_id, _, name in charts:
                 lines = {run_id: self.tails[run_id].series[name] for run_id in self.run_ids}
                 self.query_one(f"#{chart_id}", CompareChart).show(lines)
+
+    def show_summary(self) -> None:
+        """Each run's latest figures, and its subset's movement over the first marked run's
+        (the partitioned layers, at the latest step both recorded: the Run screen's ratio)."""
+        table = self.query_one("#cmp-summary", DataTable)
+        if not table.columns:
+            for key, label in SUMMARY_COLUMNS:
+                table.add_column(label, key=key)
+        table.clear()
+        for run_id in self.run_ids:
+            series, ratio = self.tails[run_id].series, self.ratios.get(run_id)
+
+            def last(name: str) -> Any:
+                return series[name].values[-1] if len(series[name]) else None
+
+            acc = last("eval_acc")
+            first = run_id == self.run_ids[0]
+            shared = ratio is not None and ratio.step is not None
+            cells = {
+                "name": Text(self.names[run_id], style=f"bold {self.text_colours[run_id]}"), "id": run_id,
+                "at": "first" if first else (str(ratio.step) if shared else "-"),
+                **{m: "" if first else (f"{ratio.ratios[m]:.2f}x" if shared and ratio.ratios.get(m) is not None else "-")
+                   for m in ("dist", "speed")},
+                "acc": "-" if acc is None else f"{100 * acc:.2f}%", "loss": short_number(last("eval_loss")),
+                "subset": short_number(last("subset.dist")), "fixed": short_number(last("fixed.dist")),
+                "step": str(self.tails[run_id].step),
+            }
+            table.add_row(*(cells[key] for key, _ in SUMMARY_COLUMNS), key=run_id)
 
     def show_specs(self, specs: list[dict[str, Any]]) -> None:
         self.differences = spec_differences(specs)

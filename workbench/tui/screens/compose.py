@@ -41,7 +41,8 @@ class ComposeScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
         Binding("ctrl+l", "launch", "Launch"),
-        Binding("ctrl+b", "save_launch", "Save+launch"),
+        # Not ctrl+b: tmux's prefix key, which never reaches an app running inside tmux.
+        Binding("ctrl+g", "save_launch", "Save+launch"),
         Binding("escape", "cancel", "Cancel"),
     ]
 
@@ -93,6 +94,21 @@ class ComposeScreen(Screen):
     def on_mount(self) -> None:
         self.title = f"compose experiment: {self.experiments_path}"
         self.query_one("#compose-name", Input).focus()
+        self._pristine: tuple | None = None
+        self.call_after_refresh(self._take_pristine)  # once the fields have settled
+
+    def _take_pristine(self) -> None:
+        self._pristine = self._edited_state()
+
+    def _edited_state(self) -> tuple:
+        """What esc would throw away: the name, the base and every field of the form."""
+        return self.experiment_name, self.chosen_base, json.dumps(self.form.value(), sort_keys=True, default=str)
+
+    @property
+    def unsaved(self) -> bool:
+        state = self._edited_state()
+        saved = self._saved and (self._saved[0], self.chosen_base, json.dumps(self._saved[1], sort_keys=True, default=str))
+        return self._pristine is not None and state != self._pristine and state != saved
         if self._load_error:
             self._status(self._load_error, error=True)
 
@@ -211,8 +227,15 @@ class ComposeScreen(Screen):
             self.action_launch()
 
     def action_cancel(self) -> None:
-        if not self.launching:
+        if self.launching:
+            return
+        if not self.unsaved:
             self.dismiss(None)
+            return
+        from workbench.tui.screens.confirm import ConfirmScreen
+
+        self.app.push_screen(ConfirmScreen("Throw away the edits of this experiment (not saved)?"),
+                             lambda yes: yes and self.dismiss(None))
 
     @work(thread=True, group="compose-launch")
     def _submit(self, name: str, path: Path, scratch: Path | None) -> None:

@@ -150,23 +150,31 @@ def study_command(name: str, experiments_path: Path, logs_dir: Path) -> list[str
 
 
 # --- the screen -------------------------------------------------------------------------------
-LIST_COLUMNS = (("study", "study"), ("arms", "arms"), ("seeds", "seeds"), ("runs", "runs"),
-                ("done", "done"), ("running", "running"))
+# The counts first and the arms last (clipped): at 120 columns every count shows.
+LIST_COLUMNS = (("study", "study"), ("runs", "runs"), ("done", "done"), ("running", "running"),
+                ("queued", "queued"), ("seeds", "seeds"), ("arms", "arms"))
+ARMS_WIDTH = 40
+
+
+def clip(text: str, width: int = ARMS_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def list_cells(state: StudyState) -> list[Any]:
+    arms = clip(", ".join(state.arms))
     if state.error:
-        return [state.name, Text("error", style="red"), "-", "-", "-", "-"]
+        return [state.name, Text("error", style="red"), "-", "-", "-", "-", "-"]
     if state.note:
-        return [state.name, ", ".join(state.arms), str(len(state.seeds)), Text("sweep", style="dim"), "-", "-"]
+        return [state.name, Text("sweep", style="dim"), "-", "-", "-", str(len(state.seeds)), arms]
     done = state.count("completed")
     return [
         state.name,
-        ", ".join(state.arms),
-        str(len(state.seeds)),
         f"{state.count()}/{state.total}",
         Text(f"{done}/{state.total}", style="green" if done == state.total else ""),
-        str(state.count("running", "queued")),
+        str(state.count("running")),  # a queued run waits for a device slot: not running
+        str(state.count("queued")),
+        str(len(state.seeds)),
+        arms,
     ]
 
 

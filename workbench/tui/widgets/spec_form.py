@@ -28,6 +28,8 @@ from engine.spec import ExperimentSpec, apply_override
 from workbench.tui.devices import DeviceChoice, available_devices
 
 GENERAL = ""  # the section of the top-level fields
+QUESTION = "question"  # the first section shown: the research question's main choices
+QUESTION_KEYS = ("partition.strategy", "partition.fraction", "freeze", "device")
 DEVICE_KEY = "device"
 
 
@@ -142,6 +144,11 @@ class SpecForm(Vertical):
     SpecForm { height: auto; }
     SpecForm Collapsible { padding-bottom: 0; }
     SpecForm .field-row { height: auto; }
+    /* the field being edited stands out: its row tinted, its name bold in the accent colour */
+    SpecForm .field-row:focus-within { background: $accent 20%; }
+    SpecForm .field-row:focus-within .field-label { color: $accent; text-style: bold; }
+    /* a dropdown that would run off the bottom (over the footer) opens upwards instead */
+    SpecForm Select > SelectOverlay { constrain: none inflect; max-height: 8; }
     SpecForm .field-label { width: 18; padding: 0 1 0 0; }
     SpecForm .field-input { width: 1fr; }
     SpecForm .field-help { color: $text-muted; padding-left: 18; }
@@ -219,12 +226,29 @@ class SpecForm(Vertical):
         return Input(_text(info.kind, value), type=input_type, placeholder=placeholder, compact=True,
                      id=wid, classes="field-input", select_on_focus=False)
 
-    def compose(self) -> ComposeResult:
-        sections: dict[str, list[FieldInfo]] = {}
+    def layout_sections(self) -> dict[str, list[FieldInfo]]:
+        """The fields by section in the order they show: the question's main choices first
+        (what is frozen, how much, on which device), then the rest of the partition, then an
+        ensemble or fusion when the spec has one, then every other section in model order."""
+        first = [info for key in QUESTION_KEYS for info in self.fields if info.key == key]
+        sections: dict[str, list[FieldInfo]] = {QUESTION: first} if first else {}
         for info in self.fields:
-            sections.setdefault(info.section, []).append(info)
-        for section, infos in sections.items():
-            with Collapsible(title=section or "experiment", collapsed=False, id=f"section-{section.replace('.', '-') or 'general'}"):
+            if info not in first:
+                sections.setdefault(info.section, []).append(info)
+        present = [name for name in ("ensemble", "fusion", "fusion.prune") if name in sections and self._has(name)]
+        leading = [QUESTION, "partition", *present]
+        return {name: sections[name] for name in [*leading, *sections] if name in sections}
+
+    def _has(self, section: str) -> bool:
+        """Whether the spec uses `section` (an ensemble of 2+ members, a fusion of runs)."""
+        if section == "ensemble":
+            return (_get(self._initial, "ensemble.members") or 1) > 1
+        return bool(_get(self._initial, "fusion.runs"))
+
+    def compose(self) -> ComposeResult:
+        for section, infos in self.layout_sections().items():
+            title = {QUESTION: "what is frozen, where it runs", GENERAL: "experiment"}.get(section, section)
+            with Collapsible(title=title, collapsed=False, id=f"section-{section.replace('.', '-') or 'general'}"):
                 for info in infos:
                     widget = self._make_input(info, _get(self._initial, info.key))
                     widget.tooltip = info.description or None
@@ -239,7 +263,7 @@ class SpecForm(Vertical):
                     message = Static("", classes="field-error", id=f"error-{field_id(info.key)}", markup=False)
                     self._messages[info.key] = message
                     yield message
-                if section:
+                if section and section != QUESTION:
                     message = Static("", classes="section-error", markup=False)
                     self._messages[section] = message
                     yield message
