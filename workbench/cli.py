@@ -508,6 +508,10 @@ def study(
         gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code, options=options)
         for part in parts
     ]
+    if options.backend == "ray":
+        from workbench.ray_backend import disconnect
+
+        disconnect()  # the runs are Ray's now: following them needs only their folders
     study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
     cells = f" x {len(parts)} sweep cells" if resolved.cells else ""
     stderr.print(

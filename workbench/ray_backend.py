@@ -13,6 +13,7 @@ see workbench.store_host for who writes the store then.
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ def connect(address: str) -> None:
         raise SpecError("--backend ray needs Ray: pip install 'workbench[ray]' (on every node)") from None
     if ray.is_initialized():
         return
+    _probe(address)
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
@@ -47,6 +49,37 @@ def connect(address: str) -> None:
         where = "on this machine" if address == "auto" else f"at {address}"
         reason = " ".join(str(exc).split())[:200]
         raise SpecError(f"no Ray cluster is reachable {where} ({reason}); {START_HINT}") from None
+
+
+def _probe(address: str, patience: float = 5.0) -> None:
+    """One TCP connection to the head's port first: ray.init retries an address where nothing
+    listens for minutes, logging every try, where a user needs one sentence at once."""
+    if address.startswith("ray://"):
+        return  # Ray Client: its own connection timeout applies
+    if address == "auto":  # the cluster `ray start` last started on this machine, as ray.init would find it
+        try:
+            from ray._private.services import canonicalize_bootstrap_address  # private, hence the fallback
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001: another Ray version: let ray.init find it
+            return
+        if not address:
+            raise SpecError(f"no Ray cluster is running on this machine; {START_HINT}")
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=patience).close()
+    except ValueError:
+        raise SpecError(f"Ray address {address!r} is not HOST:PORT; e.g. --ray-address 10.0.0.1:6379") from None
+    except OSError as exc:
+        raise SpecError(f"no Ray cluster is reachable at {address} ({exc.strerror or exc}); {START_HINT}") from None
+
+
+def disconnect() -> None:
+    """Leave the cluster once runs are handed over: a command that goes on waiting (study)
+    must not get Ray's messages about other drivers' workers on its stdout."""
+    import ray
+
+    ray.shutdown()
 
 
 def cluster_gpus() -> float:

@@ -105,11 +105,19 @@ class RunActor:
     def pid(self) -> int | None:
         return self.child.pid if self.child else None
 
+    def finish(self) -> None:
+        """End this actor (Ray's graceful exit), which gives the run's CPUs/GPUs back to Ray: a
+        detached actor would otherwise hold them forever. Not restarted: max_restarts=0."""
+        import ray
+
+        ray.actor.exit_actor()
+
     def _end_with_worker(self) -> None:
         self.child.wait()
         self._end_soon()
 
     def _end_soon(self) -> None:
-        # The actor's only job is done: ending its process gives the run's CPUs/GPUs back to
-        # Ray (a detached actor would otherwise hold them forever). Not restarted: max_restarts=0.
-        threading.Timer(0.5, os._exit, args=(0,)).start()
+        # Called from a thread: the exit must run as one of the actor's own tasks.
+        import ray
+
+        ray.get_runtime_context().current_actor.finish.remote()
