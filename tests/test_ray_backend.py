@@ -23,65 +23,18 @@ import torch
 pytest.importorskip("ray", reason="Ray is not installed (pip install 'workbench[ray]'): the ray backend cannot be tested")
 
 from conftest import TINY_EXPERIMENTS  # noqa: E402
+from ray_nodes import ray_env, raylet_pids, start_node, stop_node, wait_for_head  # noqa: E402
+from test_runner import wait_for  # noqa: E402
 from workbench.records import record_from_folder  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-RAY = Path(sys.executable).parent / "ray"
 LONG_STEPS = 3000  # long enough to be caught running (seconds on an idle CPU), short enough to complete after a resume
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path[1:]])}
-
-
-def _start_node(args: list[str]) -> subprocess.Popen:
-    # --block: this process owns the node's Ray processes (one process group); ending it ends them.
-    return subprocess.Popen(
-        [str(RAY), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-gpus", "0", "--num-cpus", "1",
-         "--disable-usage-stats", *args],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=_env(),
-    )
-
-
-def _stop_node(node: subprocess.Popen) -> None:
-    for sig, patience in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(node.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            node.wait(timeout=patience)
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(node.pid, signal.SIGKILL)  # the node's leftovers (its workers and their runs)
-    except ProcessLookupError:
-        pass
 
 
 def workbench(*args: object, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "from workbench.cli import main; main()", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=_env(),
+        capture_output=True, text=True, timeout=timeout, env=ray_env(),
     )
-
-
-def wait_for(condition, limit: float = 300, what: str = "condition"):
-    """Poll `condition()` until it returns something truthy (generous: a loaded 2-core machine)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"gave up waiting for {what} after {limit:g} s")
 
 
 def runs(logs: Path) -> dict[str, dict]:
@@ -92,30 +45,26 @@ def runs(logs: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    head = _start_node(["--head", "--port", str(port), "--include-dashboard", "false"])
+    head = start_node()
     nodes = [head]
     try:
-        wait_for(lambda: subprocess.run([str(RAY), "status", "--address", address], capture_output=True, env=_env())
-                 .returncode == 0, 120, "the Ray head")
-        second = _start_node(["--address", address, "--resources", json.dumps({"node_b": 1})])
-        nodes.append(second)
+        wait_for_head(head.address)
+        nodes.append(start_node(head.address, resources={"node_b": 1}))
         folder = tmp_path_factory.mktemp("ray")
         experiments = folder / "experiments.json"
         experiments.write_text(json.dumps(TINY_EXPERIMENTS))
 
         def both_alive():
-            done = workbench("cluster", "--json", "--ray-address", address, "--logs-dir", folder / "none")
+            done = workbench("cluster", "--json", "--ray-address", head.address, "--logs-dir", folder / "none")
             listed = json.loads(done.stdout)["nodes"] if done.returncode == 0 else []
             return listed if sum(n["alive"] for n in listed) == 2 else None
 
         listed = wait_for(both_alive, 120, "two live Ray nodes")
         node_b = next(n["node_id"] for n in listed if "node_b" in n["resources"])
-        yield {"address": address, "folder": folder, "experiments": experiments, "node_b": node_b, "nodes": nodes}
+        yield {"address": head.address, "folder": folder, "experiments": experiments, "node_b": node_b, "nodes": nodes}
     finally:
         for node in reversed(nodes):
-            _stop_node(node)
+            stop_node(node)
 
 
 def _final_weights(run_dir: str) -> dict[str, torch.Tensor]:
@@ -134,18 +83,8 @@ def test_a_study_spreads_over_both_nodes_with_the_weights_and_verdict_of_local_r
     assert len({r["node"] for r in placed.values()}) == 2, "Ray placed the study's runs on one node only"
     assert not (ray_logs / ".queue").exists(), "a Ray run went through the local slot queue"
 
-    # The same six runs, trained in this process, one thread (as each Ray run has one CPU).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for arm in ("baseline", "half-fixed"):
-            for seed in range(3):
-                done = workbench("run", "--headless", arm, "--seed", seed, "--set", "train.steps=30",
-                                 "-e", cluster["experiments"], "--logs-dir", local_logs, "--json")
-                assert done.returncode == 0, done.stderr
-    finally:
-        torch.set_num_threads(threads)
-    done = workbench(*study, "--logs-dir", local_logs)  # re-uses the six local runs: nothing launched
+    # The same six runs launched locally, one torch thread each as each Ray run (one CPU) has.
+    done = workbench(*study, "--logs-dir", local_logs, "--max-per-device", os.cpu_count() or 1)
     assert done.returncode == 0, done.stderr
     local_verdict = json.loads(done.stdout)
     assert local_verdict["subsets"] == ray_verdict["subsets"] and local_verdict["answer"] == ray_verdict["answer"]
@@ -184,7 +123,7 @@ def test_a_run_cancelled_through_ray_stops_cleanly(cluster):
     [run_dir] = _submit_long(cluster, cluster["folder"] / "cancel-logs", 1)
     wait_for(lambda: stepping(run_dir), what="the run to start stepping")
     cancel = "import sys; from workbench.ray_backend import cancel_in_ray; print(cancel_in_ray(sys.argv[1]))"
-    done = subprocess.run([sys.executable, "-c", cancel, str(run_dir)], capture_output=True, text=True, env=_env())
+    done = subprocess.run([sys.executable, "-c", cancel, str(run_dir)], capture_output=True, text=True, env=ray_env())
     assert done.returncode == 0 and "stopped through Ray" in done.stdout, done.stderr
     assert not (run_dir / "cancel.request").exists()  # Ray alone stopped it
     stopped = wait_for(lambda: ended(run_dir), what="the run to end")
@@ -199,9 +138,7 @@ def test_killing_a_nodes_raylet_leaves_its_runs_lost_and_resume_on_ray_completes
         return next((r for r in map(record, run_dirs) if r.get("node") == cluster["node_b"] and stepping(Path(r["run_dir"]))), None)
 
     on_b = Path(wait_for(one_stepping_on_b, what="a run stepping on node_b")["run_dir"])
-    second = cluster["nodes"][1]
-    raylets = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _in_group(p, second.pid)
-               and (p / "comm").read_text().strip() == "raylet"]
+    raylets = raylet_pids(cluster["nodes"][1])
     assert raylets, "node_b's raylet process was not found"
     os.kill(raylets[0], signal.SIGKILL)
 
@@ -209,15 +146,8 @@ def test_killing_a_nodes_raylet_leaves_its_runs_lost_and_resume_on_ray_completes
     assert lost["step"] < LONG_STEPS
     done = workbench("resume", on_b.name, "--backend", "ray", "--ray-address", cluster["address"], "--logs-dir", logs)
     assert done.returncode == 0, done.stderr
-    finished = wait_for(lambda: ended(on_b), 600, "the resumed run to end")
+    finished = wait_for(lambda: ended(on_b), 900, "the resumed run to end")
     assert finished["status"] == "completed" and finished["step"] == LONG_STEPS
     assert finished["node"] not in (None, cluster["node_b"])  # rescheduled on the node still alive
     listed = runs(logs)  # the CLI lists both, the resumed one where it ran
     assert listed[on_b.name]["status"] == "completed" and listed[on_b.name]["host"] == socket.gethostname()
-
-
-def _in_group(proc: Path, pgid: int) -> bool:
-    try:
-        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid
-    except (OSError, ValueError, IndexError):
-        return False
