@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli_support import assert_clean_exit
+from tui_support import sync
 from engine.spec import SpecError
 from test_layering import loaded_after_import
 from workbench.backends import BACKENDS, LaunchOptions
@@ -106,3 +107,32 @@ def test_only_the_store_host_writes_the_store_and_others_still_list_every_run(tm
     store.put({"run_id": "hostrun3", "status": "completed"})  # a worker on a non-writer host: not written
     assert (tmp_path / "store.json").read_bytes() == written
     assert sorted(r["run_id"] for r in store.all()) == ["hostrun1", "hostrun2"]  # read from the folders
+
+
+@sync
+async def test_the_compose_form_launches_on_the_backend_chosen(experiments_file, logs_dir, monkeypatch):
+    import subprocess
+
+    from textual.widgets import Select
+
+    from test_tui_compose import Host
+    from workbench.tui.screens.compose import ComposeScreen
+
+    calls = []
+
+    def recorded_run(cmd, **kwargs):
+        if "submit" in cmd:  # not the GPU probe the form's device list makes
+            calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 2, stdout="", stderr="error: no Ray cluster is running on this machine\n")
+
+    monkeypatch.setattr("workbench.tui.screens.actions.subprocess.run", recorded_run)
+    screen = ComposeScreen(experiments_file, logs_dir, base="baseline")
+    async with Host(screen).run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert screen.query_one("#compose-backend", Select).value == "local"
+        screen.query_one("#compose-backend", Select).value = "ray"
+        await pilot.press("ctrl+l")
+        deadline = time.monotonic() + 60
+        while (screen.launching or not calls) and time.monotonic() < deadline:
+            await pilot.pause(0.1)
+    assert calls and calls[0][calls[0].index("--backend") + 1] == "ray"
