@@ -53,7 +53,7 @@ def wait_for_head(address: str, limit: float = 120) -> None:
 
 def stop_node(node: subprocess.Popen) -> None:
     """SIGTERM to the node's `ray start --block` (it stops its processes), SIGKILL to whatever is left."""
-    for sig, patience in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+    for sig, patience in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
         try:
             os.killpg(node.pid, sig)
         except ProcessLookupError:

@@ -151,3 +151,11 @@ def test_killing_a_nodes_raylet_leaves_its_runs_lost_and_resume_on_ray_completes
     assert finished["node"] not in (None, cluster["node_b"])  # rescheduled on the node still alive
     listed = runs(logs)  # the CLI lists both, the resumed one where it ran
     assert listed[on_b.name]["status"] == "completed" and listed[on_b.name]["host"] == socket.gethostname()
+
+
+def test_a_gpu_run_on_a_cluster_without_gpus_is_refused_before_any_folder(cluster):
+    logs = cluster["folder"] / "gpu-logs"
+    done = workbench("submit", "baseline", "--device", "cuda", "--backend", "ray", "--ray-address", cluster["address"],
+                     "-e", cluster["experiments"], "--logs-dir", logs)
+    assert done.returncode == 2 and "the Ray cluster has 0 GPUs" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not logs.exists()

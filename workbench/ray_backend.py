@@ -93,8 +93,16 @@ def ray_device(device: str, options: LaunchOptions) -> str:
     own GPUs (CUDA_VISIBLE_DEVICES), which the run sees as cuda:0, so `cuda` and `cuda:0`
     mean "the GPU Ray gives it" and a fixed index cannot be honoured; `auto` is a GPU when
     the cluster has any, else the CPU."""
-    if device == "cpu" or device in ("cuda", "cuda:0"):
-        return "cuda:0" if device != "cpu" else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device in ("cuda", "cuda:0"):
+        connect(options.address)
+        if cluster_gpus() < options.gpus_per_run:  # Ray would keep such a run waiting forever
+            raise SpecError(
+                f"device {device!r}: the Ray cluster has {cluster_gpus():g} GPUs, a run asks for "
+                f"{options.gpus_per_run:g} (--gpus-per-run); use device cpu, or join GPU servers to the cluster"
+            )
+        return "cuda:0"
     if device == "auto":
         connect(options.address)
         return "cuda:0" if cluster_gpus() > 0 else "cpu"

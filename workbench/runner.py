@@ -44,9 +44,15 @@ class Launched:
 
 
 class Launcher(Protocol):
+    slot_queue: bool  # whether its workers wait for a slot of the local per-device queue
+
     def launch(self, folder: RunFolder, worker_args: list[str], pass_fds: tuple[int, ...] = ()) -> Launched:
         """Start `python -m workbench.worker <folder> <worker_args>` somewhere; return at once.
         `pass_fds`: descriptors the worker inherits (the run folder's lock), where it can."""
+        ...
+
+    def checkable(self, spec: ExperimentSpec) -> ExperimentSpec:
+        """`spec` as the submitting command's preflight checks it (on the device it can check)."""
         ...
 
 
