@@ -13,13 +13,14 @@ see workbench.store_host for who writes the store then.
 
 from __future__ import annotations
 
+import functools
 import socket
 import time
 from typing import TYPE_CHECKING
 
 from engine.run_folder import RunFolder, read_json
 from engine.spec import ExperimentSpec, SpecError
-from workbench.ray_node import RunActor, node_of
+from workbench.ray_node import RAY_FILE, RunActor, node_of
 
 if TYPE_CHECKING:
     from workbench.backends import LaunchOptions
@@ -123,6 +124,13 @@ def actor_name(run_id: str) -> str:
     return f"run-{run_id}-{time.time_ns()}"
 
 
+@functools.cache
+def _actor_class():
+    import ray
+
+    return ray.remote(RunActor)  # made once per process: Ray ships the class to the cluster once
+
+
 class RayLauncher:
     """A Launcher (workbench.runner) that hands each run to Ray."""
 
@@ -145,9 +153,9 @@ class RayLauncher:
 
         device = ExperimentSpec.model_validate(folder.spec()).device
         asks = resources(device, self.options)
-        (folder.path / "ray.json").unlink(missing_ok=True)  # waiting in Ray until the actor writes it
+        (folder.path / RAY_FILE).unlink(missing_ok=True)  # waiting in Ray until the actor writes it
         name = actor_name(folder.run_id)
-        actor = ray.remote(RunActor).options(
+        actor = _actor_class().options(
             name=name, lifetime="detached", max_restarts=0, scheduling_strategy="SPREAD", **asks
         )
         threads = max(1, int(self.options.cpus_per_run))

@@ -22,7 +22,6 @@ nor ray at module level (ray pickles this class by reference; nodes import it).
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import signal
 import socket
