@@ -36,6 +36,9 @@ def writer_host(logs_dir: Path) -> str | None:
         return None
     try:
         os.write(fd, (socket.gethostname() + "\n").encode())
+    except OSError:  # a full disk: no claim (an empty file claims nothing); the store reports the disk
+        path.unlink(missing_ok=True)
+        return None
     finally:
         os.close(fd)
     return socket.gethostname()
