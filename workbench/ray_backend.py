@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -78,9 +79,9 @@ def _probe(address: str, patience: float = 5.0) -> None:
 def disconnect() -> None:
     """Leave the cluster once runs are handed over: a command that goes on waiting (study)
     must not get Ray's messages about other drivers' workers on its stdout."""
-    import ray
-
-    ray.shutdown()
+    ray = sys.modules.get("ray")  # never connected (every run re-used): nothing to leave
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def cluster_gpus() -> float:
