@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from engine.choices import FUSION_MODES, PRUNE_CRITERIA
+from workbench.backends import BACKENDS
 from engine.run_folder import RunFolder, unless_corrupt, write_error
 from engine.spec import Experiments, SpecError, check_seed_count, json_schema, parse_override
 from workbench import study_memory, tables
@@ -142,6 +143,22 @@ MaxPerDevice = Annotated[
 ]
 
 
+BackendName = BACKENDS.choice_enum("BackendName")
+Backend = Annotated[BackendName, typer.Option(help="Where the runs execute: " + BACKENDS.help())]
+RayAddress = Annotated[
+    Optional[str],
+    typer.Option("--ray-address", help="ray: the cluster's head, HOST:PORT (default: $RAY_ADDRESS, else the cluster on this machine)."),
+]
+GpusPerRun = Annotated[float, typer.Option(help="ray: GPUs a CUDA run asks for (0.5: two runs share a GPU).")]
+CpusPerRun = Annotated[float, typer.Option(help="ray: CPUs each run asks for (and trains a CPU run with).")]
+
+
+def _launch_options(backend: Any, ray_address: str | None, gpus_per_run: float, cpus_per_run: float):
+    from workbench.backends import LaunchOptions
+
+    return LaunchOptions(backend.value, ray_address, gpus_per_run, cpus_per_run)
+
+
 @app.command()
 @friendly
 def run(
@@ -250,12 +267,18 @@ def submit(
     device: Device = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
+    backend: Backend = BackendName("local"),
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = 1.0,
+    cpus_per_run: CpusPerRun = 1.0,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
 ) -> None:
     """Queue runs in the background and return at once; they outlive this terminal."""
-    from workbench.runner import resolve_spec_device, submit as submit_run
+    from workbench.runner import submit as submit_run
+
+    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
 
     if seed is not None and seeds is not None:
         raise SpecError("--seed and --seeds: give one (a single seed, or a count of seeds 0..K-1)")
@@ -266,13 +289,12 @@ def submit(
     overrides = _resolve_overrides(set_, device, seed)
     seed_list = list(range(seeds)) if seeds is not None else [None]
     # Every spec is checked (device included) before the first run is queued: all or nothing.
-    specs = [
-        resolve_spec_device(catalog.resolve(name, overrides if s is None else {**overrides, "seed": s})) for s in seed_list
-    ]
+    specs = [options.placed(catalog.resolve(name, overrides if s is None else {**overrides, "seed": s})) for s in seed_list]
+    launcher = options.launcher()  # a Ray cluster that is not there: told now, before any folder
     from engine.preflight import preflight
 
-    preflight(specs, logs_dir)  # what the workers would fail on, told now, before any folder
-    folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device) for spec in specs]
+    preflight([launcher.checkable(spec) for spec in specs], logs_dir)  # what the workers would fail on, told now
+    folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher) for spec in specs]
     _print_queued([(folder, f"{name}, seed {spec.seed}, {spec.device}") for folder, spec in zip(folders, specs)], as_json)
 
 
@@ -308,12 +330,18 @@ def fuse(
     device: Device = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
+    backend: Backend = BackendName("local"),
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = 1.0,
+    cpus_per_run: CpusPerRun = 1.0,
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
 ) -> None:
     """Build a new run from trained runs and queue it in the background."""
     from workbench.fuse import fused_spec
-    from workbench.runner import resolve_spec_device, submit as submit_run
+    from workbench.runner import submit as submit_run
+
+    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
 
     mode, prune_criterion = mode.value, prune_criterion.value  # the registered names, as the spec holds them
     members = [_find_run(logs_dir, run_id) for run_id in run_ids]
@@ -321,11 +349,12 @@ def fuse(
     fusion = {"checkpoint": checkpoint, "train_trunks": train_trunks, "prune": prune}
     spec = fused_spec(members, mode, steps=steps, overrides=_resolve_overrides(set_, device, None), fusion=fusion)
     name = f"fuse-{mode}"
-    spec = resolve_spec_device(spec)
+    spec = options.placed(spec)
+    launcher = options.launcher()
     from engine.preflight import preflight
 
-    preflight([spec], logs_dir)  # e.g. a member with no final checkpoint yet: refused now, not failed later
-    folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device)
+    preflight([launcher.checkable(spec)], logs_dir)  # e.g. a member with no final checkpoint yet: refused now, not failed later
+    folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher)
     _print_queued([(folder, f"{name} of {', '.join(m['run_id'] for m in members)}, {spec.device}")], as_json)
 
 
@@ -356,12 +385,22 @@ def cancel(
 def resume(
     run_id: Annotated[str, typer.Argument(help="The run's id (a unique prefix works).")],
     max_per_device: MaxPerDevice = None,
+    backend: Backend = BackendName("local"),
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = 1.0,
+    cpus_per_run: CpusPerRun = 1.0,
     logs_dir: LogsDir = Path("logs"),
 ) -> None:
     """Continue a cancelled, failed or lost run from its last saved training state, in the background."""
     from workbench.runner import resume as resume_run
 
-    folder = resume_run(_find_run(logs_dir, run_id), logs_dir, max_per_device=max_per_device)
+    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    record = _find_run(logs_dir, run_id)
+    if options.backend == "ray":  # Ray may place it on any node, but it names the GPU "cuda:0" there
+        from workbench.ray_backend import ray_device
+
+        ray_device(record.get("device") or "cpu", options)
+    folder = resume_run(record, logs_dir, max_per_device=max_per_device, launcher=options.launcher())
     typer.echo(f"resumed {folder.run_id}: {folder.path}")
 
 
@@ -451,6 +490,10 @@ def study(
     seeds: StudySeeds = None,
     set_: Overrides = None,
     max_per_device: MaxPerDevice = None,
+    backend: Backend = BackendName("local"),
+    ray_address: RayAddress = None,
+    gpus_per_run: GpusPerRun = 1.0,
+    cpus_per_run: CpusPerRun = 1.0,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
     reuse_any_code: ReuseAnyCode = False,
@@ -471,7 +514,15 @@ def study(
         typer.echo(f"stopped watching; the runs go on in the background. `workbench study {name}` picks them up.", err=True)
         raise typer.Exit(130) from None
     parts = [cell.study for cell in resolved.cells] or [resolved]
-    found = [gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code) for part in parts]
+    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    found = [
+        gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code, options=options)
+        for part in parts
+    ]
+    if options.backend == "ray":
+        from workbench.ray_backend import disconnect
+
+        disconnect()  # the runs are Ray's now: following them needs only their folders
     study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
     cells = f" x {len(parts)} sweep cells" if resolved.cells else ""
     stderr.print(
@@ -626,6 +677,25 @@ def quantize(
         typer.echo(json.dumps(result))
         return
     stdout.print(tables.quantize_table(result))
+
+
+@app.command()
+@friendly
+def cluster(
+    ray_address: RayAddress = None,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """The Ray cluster's nodes: host, address, CPUs, GPUs, and the runs each is training."""
+    from workbench.backends import LaunchOptions
+    from workbench.ray_backend import cluster_view, connect
+
+    connect(LaunchOptions("ray", ray_address).address)
+    nodes = cluster_view(_store_runs(logs_dir))
+    if as_json:
+        typer.echo(json.dumps({"nodes": nodes}))
+    else:
+        stdout.print(tables.cluster_table(nodes))
 
 
 @app.command("experiments")

@@ -104,6 +104,10 @@ def lock_owner(run_dir: str | Path) -> dict[str, Any]:
 
 def worker_alive(record: dict[str, Any], now: float | None = None) -> bool:
     """Whether the process that owns the run of `record` is alive (see the module doc)."""
+    if record.get("backend") == "ray" and not record.get("node") and record.get("status") == "queued":
+        # Waiting in Ray's queue: Ray holds it (a detached actor, independent of any process of
+        # ours) until a node has its resources; the actor then owns the run like a local worker.
+        return True
     host = record.get("host")
     here = host in (None, socket.gethostname())
     state = lock_state(record["run_dir"]) if record.get("run_dir") else "absent"

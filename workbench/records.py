@@ -20,6 +20,7 @@ from engine.run_folder import ID_LENGTH, RunFolder, read_json, unless_corrupt
 from engine.vocabulary import METRICS, SUBSETS
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
+from workbench.ray_node import node_of
 
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
 
@@ -127,6 +128,8 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         **spec_fields(spec),
         **figures,
     }
+    if launch.get("backend") == "ray":  # which node Ray put it on (none yet: waiting in Ray's queue)
+        record.update(backend="ray", node=node_of(path).get("node_id"))
     if problems:  # told in `runs` and `show`; the other runs are listed as usual
         record.update(status=CORRUPT, error="; ".join(problems))
     return with_liveness(record)

@@ -39,12 +39,20 @@ RESUMABLE = ("cancelled", "failed", "lost")
 class Launched:
     pid: int | None
     host: str
+    backend: str = "local"
+    details: dict | None = None  # what the backend needs later (Ray: address and actor name, for cancel)
 
 
 class Launcher(Protocol):
+    slot_queue: bool  # whether its workers wait for a slot of the local per-device queue
+
     def launch(self, folder: RunFolder, worker_args: list[str], pass_fds: tuple[int, ...] = ()) -> Launched:
         """Start `python -m workbench.worker <folder> <worker_args>` somewhere; return at once.
         `pass_fds`: descriptors the worker inherits (the run folder's lock), where it can."""
+        ...
+
+    def checkable(self, spec: ExperimentSpec) -> ExperimentSpec:
+        """`spec` as the submitting command's preflight checks it (on the device it can check)."""
         ...
 
 
@@ -52,6 +60,7 @@ class LocalLauncher:
     """A worker process on this machine, in its own session (immune to the terminal's SIGHUP),
     with no stdin and its output appended to the run's worker.log."""
 
+    slot_queue = True  # the worker waits for a slot of the per-device queue (workbench.queue)
     _children: list[subprocess.Popen] = []
 
     def launch(self, folder: RunFolder, worker_args: list[str], pass_fds: tuple[int, ...] = ()) -> Launched:
@@ -69,6 +78,10 @@ class LocalLauncher:
             )
         self._children.append(child)
         return Launched(child.pid, socket.gethostname())
+
+    def checkable(self, spec: ExperimentSpec) -> ExperimentSpec:
+        """The spec as preflight checks it here: on this machine's device, made concrete."""
+        return resolve_spec_device(spec)
 
     @classmethod
     def _reap(cls) -> None:
@@ -94,9 +107,11 @@ def _launch(
             events.write({"type": "queued", "time": submitted})
         submitted_ns = time.time_ns()
         device = ExperimentSpec.model_validate(folder.spec()).device
-        DeviceQueue(folder.path.parent, device, max_per_device).enqueue(folder.run_id, submitted_ns)
         args = ["--experiment", experiment, "--max-per-device", str(max_per_device), "--submitted-ns", str(submitted_ns)]
-        args += ["--lock-fd", str(lock.fd)] + (["--resume"] if resume else [])
+        args += ["--resume"] if resume else []
+        if getattr(launcher, "slot_queue", True):  # a cluster backend schedules runs itself
+            DeviceQueue(folder.path.parent, device, max_per_device).enqueue(folder.run_id, submitted_ns)
+            args += ["--lock-fd", str(lock.fd)]
         launched = launcher.launch(folder, args, pass_fds=(lock.fd,))
         if launched.pid:
             lock.write_owner(launched.pid, launched.host)
@@ -112,6 +127,7 @@ def _launch(
                 "pid": launched.pid,
                 "host": launched.host,
                 "max_per_device": max_per_device,
+                **({"backend": launched.backend, launched.backend: launched.details} if launched.details else {}),
             },
         )
     finally:
@@ -144,6 +160,13 @@ def cancel(record: dict, logs_dir: Path) -> str:
         return f"{record['run_id']} is {record['status']}: nothing to cancel"
     folder = RunFolder(Path(record["run_dir"]))
     (folder.path / CANCEL_FILE).touch()  # seen by the worker wherever it runs
+    if record.get("backend") == "ray":
+        from workbench.ray_backend import cancel_in_ray
+
+        try:
+            return f"{record['run_id']}: cancel requested ({cancel_in_ray(folder.path)})"
+        except SpecError as exc:  # Ray unreachable: the cancel file still stops it at its next step
+            return f"{record['run_id']}: cancel requested (through its cancel file only: {exc})"
     pid = record.get("pid")
     if record.get("host") == socket.gethostname() and process_alive(pid):
         try:
@@ -178,7 +201,8 @@ def resume(
     spec = ExperimentSpec.model_validate(folder.spec())
     from engine.preflight import preflight
 
-    preflight([resolve_spec_device(spec)], logs_dir)  # the device, data and member runs must still be there
+    launcher = launcher or LocalLauncher()
+    preflight([launcher.checkable(spec)], logs_dir)  # the device, data and member runs must still be there
     lock = RunLock(folder.path)
     if not lock.acquire():  # its worker is alive after all (or a second resume got there first)
         pid = lock_owner(folder.path).get("pid", "unknown")
@@ -189,7 +213,7 @@ def resume(
     launch = read_json(folder.path / LAUNCH_FILE) or {}
     experiment = record.get("experiment") or launch.get("experiment") or "?"
     limit = max_per_device or launch.get("max_per_device") or default_max_per_device()
-    _launch(folder, lock, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, True)
+    _launch(folder, lock, experiment, Store(logs_dir), launcher, limit, True)
     return folder
 
 

@@ -34,6 +34,7 @@ from tinydb.table import Table
 
 from engine.run_folder import ID_LENGTH, atomic_write, atomic_write_json
 from engine.spec import SpecError
+from workbench.store_host import writes_here
 
 STORE_FILE = "store.json"
 TABLE = "runs"
@@ -146,6 +147,9 @@ class Store:
             return
         if write:
             self.logs_dir.mkdir(parents=True, exist_ok=True)
+        if not writes_here(self.logs_dir):  # another host writes the store (workbench.store_host)
+            yield _memory_table(self._reconciled(persist=False))  # a write here lands in memory only
+            return
         try:
             self._lock.acquire()
         except OSError as exc:

@@ -28,7 +28,8 @@ from engine.run_folder import read_json
 from engine.spec import ExperimentSpec, ResolvedStudy, SpecError
 from workbench.devices import auto_device
 from workbench.records import ACTIVE, CORRUPT, record_from_folder
-from workbench.runner import refresh_active, resolve_spec_device, submit
+from workbench.backends import LOCAL, LaunchOptions
+from workbench.runner import refresh_active, submit
 from workbench.store import Store
 
 RANK = {"completed": 0, "running": 1, "queued": 2}  # runs done or on their way, best first; any other ranks after
@@ -128,11 +129,12 @@ class StudyRuns:
 
 
 def gather(
-    study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device: int | None = None, any_code: bool = False
+    study: ResolvedStudy, logs_dir: Path, *, launch: bool, max_per_device: int | None = None, any_code: bool = False,
+    options: LaunchOptions = LOCAL,
 ) -> StudyRuns:
     """Match every arm x seed to a run (match_runs); with `launch`, submit the missing ones
-    (their device made concrete, which imports torch). `any_code`: re-use runs whatever engine
-    code made them (the spec digest alone decides)."""
+    (their device made concrete, which imports torch) through `options`' backend. `any_code`:
+    re-use runs whatever engine code made them (the spec digest alone decides)."""
     keys = RunKeys()
     matched = match_runs(study, stored_runs(logs_dir), any_code=any_code, keys=keys)
     usable = {(arm, seed): r for arm, seeds in matched.items() for seed, r in seeds.items() if r and r["status"] in RANK}
@@ -143,11 +145,13 @@ def gather(
     if launch:  # all or nothing: every run to be queued is checked before the first is
         from engine.preflight import preflight
 
+        launcher = options.launcher() if any((arm, seed) not in usable for arm, seeds in specs.items() for seed in seeds) else None
         for arm, seeds in specs.items():
             for seed in seeds:
                 if (arm, seed) not in usable:
-                    seeds[seed] = resolve_spec_device(seeds[seed])
-        preflight([spec for arm, seeds in specs.items() for seed, spec in seeds.items() if (arm, seed) not in usable], logs_dir)
+                    seeds[seed] = options.placed(seeds[seed])
+        new = [spec for arm, seeds in specs.items() for seed, spec in seeds.items() if (arm, seed) not in usable]
+        preflight([launcher.checkable(spec) for spec in new], logs_dir)
     found = StudyRuns(study, {arm: {} for arm in specs}, specs)
     submitted: dict[str, Path] = {}  # digest -> folder: arms x seeds with one spec share one run
     for arm, seeds in specs.items():
@@ -160,7 +164,7 @@ def gather(
                 found.runs[arm][seed] = submitted[spec.digest()]
                 found.reused.append(submitted[spec.digest()].name)
             elif launch:
-                folder = submit(spec, study.experiments[arm], logs_dir, max_per_device=max_per_device)
+                folder = submit(spec, study.experiments[arm], logs_dir, max_per_device=max_per_device, launcher=launcher)
                 submitted[spec.digest()] = folder.path
                 found.runs[arm][seed] = folder.path
                 found.submitted.append(folder.run_id)

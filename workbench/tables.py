@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import json
 from typing import Any
 
@@ -48,14 +49,22 @@ def _when(timestamp: float | None, short: bool = False) -> str:
     return when.strftime("%Y-%m-%d %H:%M")
 
 
+def run_host(record: dict[str, Any]) -> str:
+    """Where a run is: its host, and under Ray the start of its node's id (nodes may share a host)."""
+    node = f":{record['node'][:6]}" if record.get("node") else ""
+    return f"{record.get('host') or '-'}{node}"
+
+
 def runs_table(records: list[dict[str, Any]]) -> Table:
     # Fits 80 columns: one space between columns, ids never wrap, the experiment name gives
     # way first, and the pid column only appears while some run is alive.
     live = any(r.get("status") in ("queued", "running") for r in records)
+    # The host column only when runs ran elsewhere (a shared logs dir, a Ray cluster).
+    hosts = any(r.get("backend") == "ray" or r.get("host") not in (None, socket.gethostname()) for r in records)
     table = Table(title="runs", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("run", no_wrap=True, min_width=8)
     table.add_column("experiment", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
-    for name in ("status", "device", *(("pid",) if live else ())):
+    for name in ("status", "device", *(("host",) if hosts else ()), *(("pid",) if live else ())):
         table.add_column(name, no_wrap=True, justify="right" if name == "pid" else "left")
     for name in ("step", "acc", "subset", "fixed"):
         table.add_column(name, justify="right", no_wrap=True)
@@ -67,6 +76,7 @@ def runs_table(records: list[dict[str, Any]]) -> Table:
             r.get("experiment") or "-",
             status_text(r.get("status", "?")),
             r.get("device") or "-",
+            *((run_host(r),) if hosts else ()),
             *((str(r["pid"]) if alive and r.get("pid") else "",) if live else ()),
             f"{number(r.get('step'))}/{number(r.get('steps'))}",
             number(r.get("eval_acc"), 3),
@@ -75,6 +85,21 @@ def runs_table(records: list[dict[str, Any]]) -> Table:
             _when(r.get("created"), short=True),
         )
     table.caption = "subset, fixed: distance each has moved from its initial weights"
+    return table
+
+
+def cluster_table(nodes: list[dict[str, Any]]) -> Table:
+    """`workbench cluster`: a row per Ray node and the live runs the run folders place on it."""
+    table = Table(title="ray cluster", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for name in ("node", "host", "address", "state", "cpus", "gpus", "resources", "runs"):
+        table.add_column(name, no_wrap=name != "runs", justify="right" if name in ("cpus", "gpus") else "left")
+    for node in nodes:
+        table.add_row(
+            node["node_id"][:8], node.get("host") or "-", node.get("address") or "-",
+            "alive" if node["alive"] else "[red]dead[/red]", number(node["cpus"]), number(node["gpus"]),
+            ", ".join(node["resources"]) or "-", " ".join(node["runs"]) or "-",
+        )
+    table.caption = "runs: queued or running runs whose actor Ray started on the node"
     return table
 
 

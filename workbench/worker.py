@@ -51,13 +51,21 @@ class CancelRequested:
         return self._seen
 
 
-def _set_cpu_threads(device: str, max_per_device: int) -> None:
+def _set_cpu_threads(device: str, max_per_device: int, threads: int | None = None) -> None:
     # Runs sharing the CPU split its cores instead of each taking all of them (oversubscribed
-    # torch threads slow every run down far more than the split does).
+    # torch threads slow every run down far more than the split does). Under Ray, `threads`:
+    # the CPUs Ray reserved for the run.
     if device == "cpu":
         import torch
 
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max_per_device))
+        torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max_per_device))
+
+
+class FreeSlot:
+    """The slot of a run that a cluster scheduler placed: it already holds its resources."""
+
+    def release(self) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--submitted-ns", type=int, default=0, help="queue position: earlier submissions start first")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--lock-fd", type=int, help="the run folder's lock, taken by the submitting process")
+    parser.add_argument("--no-slot-queue", action="store_true", help="placed by a cluster scheduler (Ray): no local queue")
+    parser.add_argument("--threads", type=int, help="CPU threads for a CPU run (default: the cores / --max-per-device)")
     args = parser.parse_args(argv)
 
     from engine.stopping import stop_on_signals
@@ -86,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     log = sys.stdout  # the runner points it at worker.log
     with Heartbeat(folder.path, "queued") as heartbeat, stop_on_signals() as signalled:
         should_stop = CancelRequested(folder.path, signalled)
-        queue = DeviceQueue(folder.path.parent, spec.device, args.max_per_device)
-        slot = queue.wait(folder.run_id, args.submitted_ns or time.time_ns(), should_stop)
+        if args.no_slot_queue:
+            slot = None if should_stop() else FreeSlot()
+        else:
+            queue = DeviceQueue(folder.path.parent, spec.device, args.max_per_device)
+            slot = queue.wait(folder.run_id, args.submitted_ns or time.time_ns(), should_stop)
         if slot is None:
             return _cancelled_while_queued(folder, store, log)
         try:
-            _set_cpu_threads(spec.device, args.max_per_device)
+            _set_cpu_threads(spec.device, args.max_per_device, args.threads)
             from engine.train import prepare
 
             prepared = prepare(spec, runs_dir=folder.path.parent)

@@ -23,15 +23,17 @@ from textual.widgets import Footer, Input, Label, Select, Static
 
 from engine.experiments_file import minimal_entry, save_experiment
 from engine.spec import Experiments, ExperimentSpec, SpecError
+from workbench.backends import BACKENDS
 from workbench.tui.screens.actions import run_workbench
 from workbench.tui.widgets.spec_form import SpecForm
 
 UNSAVED_NAME = "unsaved"
 
 
-def run_submit(name: str, experiments_path: Path, logs_dir: Path) -> tuple[list[str] | None, str]:
-    """`workbench submit NAME --json` as a subprocess: (run ids, "") or (None, why it failed)."""
-    return run_workbench(["submit", name, "--experiments", str(experiments_path)], logs_dir)
+def run_submit(name: str, experiments_path: Path, logs_dir: Path, backend: str = "local") -> tuple[list[str] | None, str]:
+    """`workbench submit NAME --json` as a subprocess: (run ids, "") or (None, why it failed).
+    `backend` ray: on the Ray cluster at $RAY_ADDRESS (or the one started on this machine)."""
+    return run_workbench(["submit", name, "--experiments", str(experiments_path), "--backend", backend], logs_dir)
 
 
 class ComposeScreen(Screen):
@@ -87,6 +89,10 @@ class ComposeScreen(Screen):
                 yield Label(" copy from", classes="top-label")
                 yield Select([(n, n) for n in self.catalog.names], prompt="(defaults)", allow_blank=True,
                              value=self.base if self.base else Select.NULL, id="compose-base", compact=True)
+            with Horizontal(classes="top-row"):
+                yield Label(" launch on", classes="top-label")
+                yield Select([(n, n) for n in BACKENDS.names], allow_blank=False, value="local", id="compose-backend",
+                             compact=True, tooltip=BACKENDS.help())
             yield SpecForm(self._initial_values, id="compose-form")
         yield Static(self._load_error, id="compose-status", markup=False)
         yield Footer(compact=True)
@@ -219,8 +225,9 @@ class ComposeScreen(Screen):
 
     def _start_submit(self, name: str, path: Path, scratch: Path | None) -> None:
         self.launching = True
-        self._status(f"submitting {name}...")
-        self._submit(name, path, scratch)
+        backend = str(self.query_one("#compose-backend", Select).value)  # read here: the thread never touches widgets
+        self._status(f"submitting {name}" + (" to Ray..." if backend == "ray" else "..."))
+        self._submit(name, path, scratch, backend)
 
     def action_save_launch(self) -> None:
         if self.save():
@@ -238,9 +245,9 @@ class ComposeScreen(Screen):
                              lambda yes: yes and self.dismiss(None))
 
     @work(thread=True, group="compose-launch")
-    def _submit(self, name: str, path: Path, scratch: Path | None) -> None:
+    def _submit(self, name: str, path: Path, scratch: Path | None, backend: str) -> None:
         try:
-            ids, problem = run_submit(name, path, self.logs_dir)
+            ids, problem = run_submit(name, path, self.logs_dir, backend)
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
