@@ -71,6 +71,7 @@ def test_known_per_layer_ratios_are_recovered_with_geometric_means(tmp_path):
     assert verdict["layers"][FC2]["subset"]["ratio"] == pytest.approx(1.0)
     assert verdict["layers"][CONV1]["fixed"]["ratio"] == 0.0  # frozen: it never moved
     assert verdict["layers"][FC1]["kind"] == "fc" and "fixed" not in verdict["layers"][FC1]  # FC not partitioned
+    assert not any("coordinates, the reference's" in note for note in verdict["notes"])  # same subsets: like for like
 
     # the headline: the conv layers' coordinates together, dist adding in squares
     headline = [math.hypot(a * 1.0, b * 2.0) / math.hypot(1.0, 2.0) for a, b in zip(CONV1_RATIOS, CONV2_RATIOS)]
@@ -254,6 +255,8 @@ def test_arms_of_other_models_compare_their_own_conv_layers_or_the_whole_subset(
     assert verdict["headline"]["subset"]["ratio"] == pytest.approx(math.hypot(1.5, 1.5) / math.hypot(1.0, 2.0, 0.5, 0.1))
     assert verdict["answer"].startswith("the whole subset moved ")
     assert any("do not pair up" in note for note in verdict["notes"])
+    # 2 layers' coordinates against 4: the ratio is over sets of different sizes, and a note says so
+    assert any("20 coordinates, the reference's 40" in note and "sqrt(20/40) = 0.71" in note for note in verdict["notes"])
 
 
 def test_the_path_of_a_union_of_layers_is_travelled_by_the_union_not_the_sum_of_paths():

@@ -52,6 +52,7 @@ def scoped_comparison(pairs: Pairs, finals: Finals, shared_steps: list[int], not
                    "no partitioned layers recorded" if not partitioned else
                    "the arms' partitioned layers do not pair up (different models?)")
             notes.append(f"{arm}: {why}, so the headline covers the whole tracked subset (every layer)")
+    _note_unequal_subsets(pairs, notes, arm)
     headline = {"scope": scope, "description": words, "layers": layers, "metric": "dist",
                 **{side: _final(pairs, finals, side, layers) for side in SIDES},
                 "over_steps": {metric: _over_steps(pairs, shared_steps, layers, metric) for metric in ("dist", "speed")}}
@@ -75,6 +76,19 @@ def scoped_comparison(pairs: Pairs, finals: Finals, shared_steps: list[int], not
         "loss_key": key,
         "loss_matched": [_loss_matched(pairs, finals, layers, key, threshold) for threshold in THRESHOLDS],
     }
+
+
+def _note_unequal_subsets(pairs: Pairs, notes: list[str], arm: str) -> None:
+    """Say so when the arm's subset and the reference's differ in size (another model, another
+    fraction): a norm grows with the number of coordinates it covers, so their distance ratio
+    is not like for like (twice the coordinates moving alike is sqrt(2) times the distance)."""
+    for _, a, r in pairs:
+        mine, theirs = a.subset_sizes.get("subset"), r.subset_sizes.get("subset")
+        if mine and theirs and mine != theirs:
+            notes.append(f"{arm}: its subset has {mine:,} coordinates, the reference's {theirs:,}; movement "
+                         f"ratios compare norms over sets of different sizes (equal per-coordinate movement "
+                         f"gives sqrt({mine:,}/{theirs:,}) = {(mine / theirs) ** 0.5:.2f}), not like for like")
+            return
 
 
 def _partition_spec(pairs: Pairs) -> dict[str, Any]:
