@@ -35,7 +35,7 @@ matplotlib.use("Agg")  # before pyplot: no display on a GPU server
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 
 from engine.run_folder import atomic_write  # noqa: E402
 from workbench.elastic_report import plot_rho  # noqa: E402
@@ -177,9 +177,9 @@ def plot_ratios(verdict: dict[str, Any]):
 def _log_axis(axis, set_scale) -> None:
     """A log scale for ratios (r and 1/r equally far from 1), ticks as plain numbers."""
     set_scale("log")
-    plain = FuncFormatter(lambda value, _: f"{value:g}")
-    axis.set_major_formatter(plain)
-    axis.set_minor_formatter(plain)
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    # minor ticks (2..9 x a decade) labelled only while the axis spans under a decade: over more, they overlap
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
 
 
 def _ratio_line(ax, over: dict[str, list], label: str, color) -> None:
