@@ -118,6 +118,11 @@ def ended(run_dir: Path) -> dict | None:
     return found if found["status"] not in ("queued", "running") else None
 
 
+def alive_nodes(cluster) -> int | None:
+    done = workbench("cluster", "--json", "--ray-address", cluster["address"], "--logs-dir", cluster["folder"] / "none")
+    return sum(node["alive"] for node in json.loads(done.stdout)["nodes"]) if done.returncode == 0 else None
+
+
 def test_a_run_cancelled_through_ray_stops_cleanly(cluster):
     [run_dir] = _submit_long(cluster, cluster["folder"] / "cancel-logs", 1)
     wait_for(lambda: stepping(run_dir), what="the run to start stepping")
@@ -143,6 +148,10 @@ def test_killing_a_nodes_raylet_leaves_its_runs_lost_and_resume_on_ray_completes
 
     lost = wait_for(lambda: (r := record(on_b))["status"] == "lost" and r, what="node_b's run to read lost")
     assert lost["step"] < LONG_STEPS
+    # On one host the run's lock says `lost` at once, before Ray's health checks declare node_b
+    # dead; a resume in that gap may be placed on node_b, which Ray still lists, and be dropped
+    # with it. On separate servers `lost` comes from a 30 s stale heartbeat, after Ray has noticed.
+    wait_for(lambda: alive_nodes(cluster) == 1, what="Ray to declare node_b dead")
     done = workbench("resume", on_b.name, "--backend", "ray", "--ray-address", cluster["address"], "--logs-dir", logs)
     assert done.returncode == 0, done.stderr
     finished = wait_for(lambda: ended(on_b), 900, "the resumed run to end")
