@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import socket
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,21 @@ START_HINT = (
 )
 
 
+class _RayChatterToStderr:
+    """sys.stdout while connected to Ray. Ray's driver threads print cluster events (a node
+    that died) to sys.stdout, which would corrupt a command's --json output: lines written
+    by any thread but the main one go to stderr, the command's own to stdout."""
+
+    def __init__(self, out, err) -> None:
+        self._out, self._err = out, err
+
+    def write(self, text: str) -> int:
+        return (self._out if threading.current_thread() is threading.main_thread() else self._err).write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._out, name)  # flush, isatty, encoding, fileno: the real stdout's
+
+
 def connect(address: str) -> None:
     """Join the Ray cluster at `address` as a driver (once per process); a cluster that is not
     there is one sentence and exit code 2, never a Ray traceback."""
@@ -47,6 +63,8 @@ def connect(address: str) -> None:
     try:
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level="ERROR",
                  configure_logging=False)
+        if not isinstance(sys.stdout, _RayChatterToStderr):
+            sys.stdout = _RayChatterToStderr(sys.stdout, sys.stderr)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = "on this machine" if address == "auto" else f"at {address}"
         reason = " ".join(str(exc).split())[:200]
