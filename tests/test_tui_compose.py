@@ -100,27 +100,27 @@ async def test_form_offers_the_grouped_ensemble_and_fusion_options_and_their_rul
         assert form.errors() == {} and form.spec().ensemble.members == 4
 
 
-class ScheduleSpec(BaseModel):
+class WarmupSpec(BaseModel):  # a section the engine does not have (the real `schedule` is taken)
     warmup: int = Field(5, ge=0, description="Warm-up steps.")
 
 
 class ExtendedSpec(ExperimentSpec):
     temperature: float = Field(1.0, gt=0, description="A field the screen code has never heard of.")
-    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    warmup_plan: WarmupSpec = Field(default_factory=WarmupSpec)
 
 
 @sync
 async def test_a_field_added_to_the_models_appears_without_screen_changes():
-    form = SpecForm({"schedule": {"warmup": 3}}, model=ExtendedSpec, devices=DEVICES)
+    form = SpecForm({"warmup_plan": {"warmup": 3}}, model=ExtendedSpec, devices=DEVICES)
     async with FormHost(form).run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        assert "temperature" in form.keys and "schedule.warmup" in form.keys
-        assert form.widget_for("schedule.warmup").value == "3"
+        assert "temperature" in form.keys and "warmup_plan.warmup" in form.keys
+        assert form.widget_for("warmup_plan.warmup").value == "3"
         await _type_into(pilot, form.widget_for("temperature"), "-2")
         assert form.errors() == {"temperature": "Input should be greater than 0 (got -2.0)"}
         assert "greater than 0" in _message(pilot.app.screen, "temperature")
         await _type_into(pilot, form.widget_for("temperature"), "0.5")
-        assert form.value()["temperature"] == 0.5 and form.value()["schedule"] == {"warmup": 3}
+        assert form.value()["temperature"] == 0.5 and form.value()["warmup_plan"] == {"warmup": 3}
         assert form.errors() == {} and _message(pilot.app.screen, "temperature") == ""
 
 

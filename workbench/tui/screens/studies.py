@@ -209,8 +209,8 @@ class StudiesScreen(PollingScreen):
 
     def on_mount(self) -> None:
         table = self.query_one("#studies-table", DataTable)
-        for key, label in LIST_COLUMNS:
-            table.add_column(label, key=key)
+        for key, label in LIST_COLUMNS:  # arms: a fixed width (clipped), so the header never lags its rows
+            table.add_column(label, key=key, width=ARMS_WIDTH if key == "arms" else None)
         runs = self.query_one("#study-runs", DataTable)
         for label in ("arm", "seed", "run", "status", "step"):
             runs.add_column(label, key=label)
