@@ -11,7 +11,8 @@ several rounds and the median taken, so drift on a shared machine hits all of th
 
     python benchmarks/tracking_overhead.py [--device cuda:0] [--steps 600] [--rounds 3]
 Goals: every step <= 1.05, every 10 steps (with grad) <= 1.02 (ratios to tracking off);
-weight snapshots (`--snapshots K`, track.snapshots) <= 1.02 of the same tracking without them.
+weight snapshots (`--snapshots K`, track.snapshots) <= 1.02 of the same tracking without them, also
+printed as one snapshot's own median time against the K steps it covers (robust to drift).
 """
 
 from __future__ import annotations
@@ -86,6 +87,31 @@ def main() -> None:
     ratio = statistics.median(times["every 10 + snapshots"]) / statistics.median(times["every 10"])
     print(f"snapshots every {args.snapshots:<4} {statistics.median(times['every 10 + snapshots']) * 1e3:8.3f} ms/step  ratio "
           f"{ratio:.3f} to tracking every 10 alone  ({'meets' if ratio <= 1.02 else 'misses'} goal <= 1.02)")
+    # On a shared machine the two whole-run medians above drift by more than the 2% in question; one
+    # snapshot's own time (build the record, write its line) against the steps it covers does not.
+    with tempfile.TemporaryDirectory() as folder:
+        cost = snapshot_seconds(base, Path(folder) / "snapshots.jsonl")
+    share = cost / (args.snapshots * off)
+    print(f"one snapshot (record + line written): {cost * 1e3:.2f} ms = {share:.2%} of the {args.snapshots} steps it covers "
+          f"({'meets' if share <= 0.02 else 'misses'} goal <= 2%)")
+
+
+def snapshot_seconds(spec, path: Path, repeats: int = 21) -> float:
+    """Median time of one weight snapshot of `spec`'s model (engine.weight_snapshots), written to `path`."""
+    from engine.weight_snapshots import WeightSnapshots
+
+    prep = prepare(spec)
+    hook = WeightSnapshots(prep.model, prep.layers, prep.masks, 1, path, prep.device)
+    durations = []
+    for step in range(repeats):
+        if prep.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(prep.device)
+        start = time.perf_counter()
+        hook.write(step)  # a new step each time: write() skips a step it has written
+        durations.append(time.perf_counter() - start)
+    return statistics.median(durations)
 
 
 if __name__ == "__main__":
