@@ -40,6 +40,7 @@ from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from engine.run_folder import atomic_write  # noqa: E402
 from workbench.elastic_report import plot_rho  # noqa: E402
 from workbench.escape_report import escape_markdown, plot_interpolation  # noqa: E402
+from workbench.best_single import best_single_markdown  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
@@ -240,6 +241,8 @@ SECTIONS = {
     "layer": "Per layer",
     "normalized": "Normalised (the headline scope's subset)",
     "loss-matched": "Loss-matched (the headline scope's subset dist where each run's loss first reaches a threshold)",
+    # a changing partition (spec.schedule; workbench/phase_verdict.py)
+    "phase": "Per phase (dist of the coordinates each phase trained, from the phase's start weights to its end)",
 }
 S_HEADER = ["| {first} | side | ratio | 95% CI | p (t) | p (Wilcoxon) | n |", "|---|---|---:|---:|---:|---:|---:|"]
 
@@ -250,6 +253,7 @@ def markdown(verdict: dict[str, Any], loaded: dict[str, dict[int, RunSeries]], i
     for comparison in verdict["comparisons"]:
         lines += [f"**{comparison['answer']}**", ""]
     lines += escape_markdown(verdict)
+    lines += best_single_markdown(verdict)  # a study with ensemble arms: the one model to keep
     for comparison in verdict["comparisons"]:
         lines += _comparison_tables(comparison)
     if verdict.get("arm_figures"):
@@ -317,7 +321,7 @@ def _comparison_tables(comparison: dict[str, Any]) -> list[str]:
         chosen = [row for row in rows if row[0] == section]
         if not chosen:
             continue
-        first = "quantity" if section in ("normalized", "loss-matched") else "scope"
+        first = {"normalized": "quantity", "loss-matched": "quantity", "phase": "phase"}.get(section, "scope")
         lines += [f"### {title}", "", S_HEADER[0].format(first=first), S_HEADER[1]]
         lines += [_s_row(scope, side, figures) for _, scope, side, figures in chosen]
         if section == "loss-matched":
