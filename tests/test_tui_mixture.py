@@ -18,7 +18,8 @@ from workbench.records import record_from_folder
 from workbench.store import Store
 from workbench.tui.app import WorkbenchApp
 from workbench.tui.screens.run import RunScreen
-from workbench.tui.widgets.mixture import MixturePlot, histogram_density, mixture_density
+from workbench.mixture_density import histogram_density, mixture_density
+from workbench.tui.widgets.mixture import MixturePlot
 
 SOFT = {"regularizer": {"name": "soft_weight_sharing", "components": 4, "tau": 0.005, "on": "all"}}
 
@@ -83,3 +84,16 @@ async def test_a_run_without_the_prior_has_no_mixture_tab(tmp_path):
         assert not screen.query_one("#run-tabs", Tabs).query("#mixture")
         await pilot.press("5")  # nothing to show: the tab stays where it was
         assert screen.query_one("#run-tabs", Tabs).active == "charts"
+
+
+def test_the_report_draws_the_mixture_of_soft_sharing_arms_only(tmp_path):
+    from workbench.mixture_report import plot_mixture
+    from workbench.verdict import read_run
+
+    soft, plain = _trained(tmp_path / "logs", regularizer=SOFT["regularizer"]), _trained(tmp_path / "logs")
+    assert plot_mixture({"plain": {0: read_run(plain.path)}}) is None
+    figure = plot_mixture({"soft": {0: read_run(soft.path)}, "plain": {0: read_run(plain.path)}})
+    (ax,) = figure.axes  # one panel: the arm with a prior
+    final = [e for e in read_run(soft.path).evals.values() if e["step"] == 12][0]
+    _, density, _ = histogram_density(final["weights_hist"])
+    assert [bar.get_height() for bar in ax.patches] == density and "step 12" in ax.get_title()

@@ -16,6 +16,7 @@ few points carry markers, so a reader sees where the records are:
                   CI, log axis, line at 1
     eval.png      eval loss and accuracy over steps, per arm: mean over seeds, min-max band
     rho.png       elastic freezing: the headline ratio against the pull rho (workbench/elastic_report.py)
+    mixture.png   soft weight sharing: the prior over the covered weights' histogram (workbench/mixture_report.py)
 Only the plots that have something to show are written, and the page links exactly those.
 
 Every file is written to a temporary name and renamed into place, so a report folder
@@ -41,6 +42,7 @@ from engine.run_folder import atomic_write  # noqa: E402
 from workbench.elastic_report import plot_rho  # noqa: E402
 from workbench.escape_report import escape_markdown, plot_interpolation  # noqa: E402
 from workbench.best_single import best_single_markdown  # noqa: E402
+from workbench.mixture_report import plot_mixture  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
@@ -69,6 +71,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "interpolation.png": plot_interpolation(verdict),  # a study continuing converged runs
         "rho.png": plot_rho(verdict, loaded),  # studies of elastic freezing only
         "hessian.png": study_heatmap(folders),  # Hessian-guided partitions: the first run's S per layer
+        "mixture.png": plot_mixture(loaded),  # soft weight sharing: the prior over the weights' histogram
     }
     written = []
     for name, figure in figures.items():

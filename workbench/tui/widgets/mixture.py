@@ -4,9 +4,7 @@ over a histogram of the weights it covers, at one eval record (the newest, or th
 
 Each eval event of such a run carries the mixture {pi, mu, log_var} and `weights_hist`
 {low, high, counts, n}: the covered weights' counts in equal bins (engine/soft_sharing.py).
-Both are drawn as densities, so they share the y axis: the histogram as counts / (n x bin
-width), the prior as sum_j pi_j N(x | mu_j, exp(log_var_j)). Torch-free: plain arithmetic
-on the event's numbers."""
+Both are drawn as densities (workbench/mixture_density.py), so they share the y axis."""
 
 from __future__ import annotations
 
@@ -17,29 +15,8 @@ from rich.console import Group
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
+from workbench.mixture_density import histogram_density, mixture_records, prior_curve  # noqa: F401 (re-exported)
 from workbench.tui.widgets.chart import SKY, VERMILLION, rich_colour
-
-CURVE_POINTS = 160  # where the prior's density is evaluated across the histogram's range
-
-
-def mixture_records(evals: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The eval records that carry a mixture and a histogram of the weights, oldest first."""
-    return [e for e in evals if e.get("mixture") and e.get("weights_hist")]
-
-
-def histogram_density(hist: dict[str, Any]) -> tuple[list[float], list[float], float]:
-    """(bin centres, counts / (n x bin width), bin width)."""
-    counts, low, high = hist["counts"], hist["low"], hist["high"]
-    width = (high - low) / len(counts)
-    total = hist.get("n") or sum(counts) or 1
-    return [low + (i + 0.5) * width for i in range(len(counts))], [c / (total * width) for c in counts], width
-
-
-def mixture_density(mixture: dict[str, list[float]], xs: list[float]) -> list[float]:
-    """sum_j pi_j N(x | mu_j, sigma_j^2) at every x."""
-    components = list(zip(mixture["pi"], mixture["mu"], mixture["log_var"]))
-    return [sum(pi * math.exp(-0.5 * (x - mu) ** 2 / math.exp(lv)) / math.sqrt(2 * math.pi * math.exp(lv))
-                for pi, mu, lv in components) for x in xs]
 
 
 class MixturePlot(PlotextPlot):
@@ -59,11 +36,10 @@ class MixturePlot(PlotextPlot):
         plt = self.plt
         plt.clear_data()
         if record:
-            hist, mixture = record["weights_hist"], record["mixture"]
+            hist = record["weights_hist"]
             centres, density, _ = histogram_density(hist)
             plt.bar(centres, density, color=SKY, width=1.0, marker="sd")
-            xs = [hist["low"] + (hist["high"] - hist["low"]) * i / (CURVE_POINTS - 1) for i in range(CURVE_POINTS)]
-            curve = mixture_density(mixture, xs)
+            xs, curve = prior_curve(record)
             # The pinned component's spike at 0 can dwarf the histogram: the axis follows the
             # histogram (the curve is clipped), so the weights stay readable.
             top = max(max(density, default=0.0), 1e-12) * 1.15
