@@ -427,12 +427,17 @@ class RunScreen(PollingScreen):
     def mixture_run(self) -> bool:
         return (self.spec.get("regularizer") or {}).get("name") == "soft_weight_sharing"
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Key 5 (the Mixture tab) exists for soft-weight-sharing runs only: hidden elsewhere."""
+        return not (action == "tab" and parameters == ("mixture",) and not self.mixture_run)
+
     def draw_mixture(self) -> None:
         if not self.mixture_run:
             return
         tabs = self.query_one("#run-tabs", Tabs)
         if not tabs.query("#mixture"):
             tabs.add_tab(Tab("Mixture", id="mixture"))
+            self.refresh_bindings()  # key 5 shows now
         records = mixture_records(self.tail.standing("eval"))
         at = len(records) - 1 if self.mixture_at is None else max(0, min(self.mixture_at, len(records) - 1))
         record = records[at] if records else None
