@@ -97,6 +97,10 @@ class RunScreen(PollingScreen):
         yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"),
                    Tab("Weights", id="weights"), id="run-tabs")
         with Container(id="run-body"):
+            # first: wide, the grid places it where the charts are (they hide while it shows)
+            with Vertical(id="run-mixture", classes="run-pane"):
+                yield Static("", id="mixture-step")
+                yield MixturePlot(id="mixture-plot")
             with Grid(id="run-charts", classes="run-pane -shown"):
                 for metric, title in CHART_TITLES.items():
                     yield MetricChart(title, id=f"chart-{metric}")
@@ -110,9 +114,6 @@ class RunScreen(PollingScreen):
                 yield Static("", id="weights-trajectory-legend")
                 yield TrajectoryPlot(id="weights-trajectory")
                 yield Static("", id="weights-hist")
-            with Vertical(id="run-mixture", classes="run-pane"):
-                yield Static("", id="mixture-step")
-                yield MixturePlot(id="mixture-plot")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
