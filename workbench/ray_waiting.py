@@ -106,6 +106,8 @@ def watch_waiting(run_dir: str, actor: str, namespace: str) -> bool:
     existed (waiting while it has not started), so a keeper problem never reads as lost."""
     import ray
 
+    if _unreachable:  # one failed try per command: a study's next launches do not wait again
+        return False
     try:
         keeper = _keeper_class().options(
             name=KEEPER_NAME, namespace=namespace, lifetime="detached", get_if_exists=True, max_restarts=0,
@@ -114,7 +116,11 @@ def watch_waiting(run_dir: str, actor: str, namespace: str) -> bool:
         ray.get(keeper.watch.remote(run_dir, actor, namespace), timeout=60)
         return True
     except Exception:  # noqa: BLE001: any Ray failure here only costs the waiting beats
+        _unreachable.append(True)
         return False
+
+
+_unreachable: list[bool] = []  # set once the keeper could not be reached in this process
 
 
 @functools.cache
