@@ -14,8 +14,9 @@ Kinds of event (field `type`; each has a TypedDict below, registered in KINDS):
               where not measured (step 0, a cancelled run's last record, old runs)
     eval      step, train_loss (mean minibatch loss since the last eval), eval_loss, eval_acc;
               an ensemble adds member_acc [one per member]; an EASGD ensemble center_loss and
-              center_acc (engine/easgd.py); soft weight sharing prior_nll and mixture {pi, mu,
-              log_var} (engine/soft_sharing.py)
+              center_acc (engine/easgd.py); soft weight sharing prior_nll, mixture {pi, mu,
+              log_var} and weights_hist {low, high, counts, n}: the covered weights' counts in
+              equal bins over [low, high] (engine/soft_sharing.py)
     checkpoint step, path (relative to the run folder)
     prune     step, params_before, params_after, widths {conv layer: channels}, and what the
               pruner reports (engine/pruning.py)
@@ -101,6 +102,7 @@ class Eval(Stepped, total=False):
     center_acc: float
     prior_nll: float
     mixture: dict[str, list[float]]
+    weights_hist: dict[str, Any]  # low, high, counts, n
 
 
 class Checkpoint(Stepped, total=False):

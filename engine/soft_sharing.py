@@ -29,7 +29,9 @@ from torch import nn
 from engine.loop import Hook, TrainState
 from engine.run_folder import RunFolder
 from engine.spec import RegularizerSpec
+from engine.weight_snapshots import histogram
 
+HIST_BINS = 48  # of the covered weights' histogram in each eval event (engine/events.py: weights_hist)
 LOG_VAR_FLOOR = -10.0  # sigma >= 0.0067: keeps a collapsing component's density finite
 PRIOR_CHECKPOINT = "prior_final"
 
@@ -81,6 +83,15 @@ def coverage(model: nn.Module, settings: RegularizerSpec, masks: dict) -> dict[s
     }
 
 
+def weights_histogram(w: torch.Tensor, means: list[float]) -> dict:
+    """The covered weights' counts in HIST_BINS equal bins over [low, high]: the weights' range
+    widened to take in every component's mean, so the mixture's peaks all fall on the picture."""
+    low, high = min(float(w.min()), *means), max(float(w.max()), *means)
+    if high <= low:  # every weight at one value: a bin of width 1 around it
+        low, high = low - 0.5, high + 0.5
+    return {"low": low, "high": high, "counts": histogram(w, low, high, HIST_BINS), "n": int(w.numel())}
+
+
 def covered(params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor | None]) -> torch.Tensor:
     """The covered coordinates as one vector (autograd flows back to the parameters)."""
     pieces = []
@@ -115,10 +126,13 @@ class SoftWeightSharing(Hook):
         self.optimizer.step()
 
     def score(self) -> dict:
-        """The prior's figures for the eval event (the Run screen draws the mixture)."""
+        """The prior's figures for the eval event: its NLL, the mixture, and a histogram of the
+        covered weights (the Run screen's Mixture tab draws the mixture over it, torch-free)."""
         with torch.no_grad():
-            nll = float(self.prior.nll(covered(self.params, self.masks)))
-        return {"prior_nll": nll, "mixture": self.prior.summary()}
+            w = covered(self.params, self.masks)
+            nll = float(self.prior.nll(w))
+            mixture = self.prior.summary()
+        return {"prior_nll": nll, "mixture": mixture, "weights_hist": weights_histogram(w, mixture["mu"])}
 
     def on_end(self, state: TrainState) -> None:
         if state.status == "completed":

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from engine.choices import ENSEMBLE_IMPLEMENTATIONS, FUSION_MODES, OPTIMIZERS, PARTITIONS, PRUNE_CRITERIA, SCHEDULE_MODES
+from engine.coupling import is_center
 from engine.hessian_spec import HessianSpec  # also declares the Hessian-guided strategies
 
 
@@ -443,16 +444,29 @@ class ExperimentEntry(ExperimentSpec):
 MAX_SWEEP_CELLS = 64  # each cell is arms x seeds runs: a bound on what one typo can launch
 
 
+class StudyFuse(_Section):
+    """An arm made by fusing, seed by seed, another arm's ensemble run (workbench/fused_arms.py)."""
+
+    arm: str = Field(description="Label of the study's ensemble arm whose run of each seed is fused (its members).")
+    mode: FusionMode = Field("mutant", description="How the members are fused (as `workbench fuse --mode`).")
+    checkpoint: str = Field("final", description="Which checkpoint of the source run (final, init, step_N).")
+
+
 class StudyArm(_Section):
-    """One arm of a study: an experiment, optionally with overrides of its own."""
+    """One arm of a study: an experiment, optionally with overrides of its own; or the fusion
+    of another arm's runs (`fuse`), made once that arm's run of the seed has completed."""
 
     name: str | None = Field(None, description="Label of the arm (default: the experiment's name).")
-    experiment: str = Field(description="Name of an experiment in this file.")
+    experiment: str | None = Field(None, description="Name of an experiment in this file (unless `fuse`).")
+    fuse: StudyFuse | None = Field(
+        None, description="Instead of an experiment: fuse another arm's ensemble run of each seed "
+        "(e.g. {\"arm\": \"ensemble-4\", \"mode\": \"mutant\"}); `set` then applies to the fused run."
+    )
     set: dict[str, Any] = Field(default_factory=dict, description="Dotted-key overrides for this arm only.")
 
     @property
-    def label(self) -> str:
-        return self.name or self.experiment
+    def label(self) -> str:  # exactly one of experiment and fuse: checked where the study is resolved
+        return self.name or self.experiment or (f"{self.fuse.mode}-of-{self.fuse.arm}" if self.fuse else "")
 
 
 class StudySpec(_Section):
@@ -801,7 +815,13 @@ class Experiments:
         arms = study.arm_list()
         labels = [arm.label for arm in arms]
         specs: dict[str, dict[int, ExperimentSpec]] = {}
+        fused = {arm.label: arm for arm in arms if arm.fuse is not None}  # specs made once their source runs exist
         for index, arm in enumerate(arms):
+            if (arm.experiment is None) == (arm.fuse is None):  # not a model validator: its error would name the class
+                raise SpecError(f"{where}.arms.{index}: an arm names an `experiment` or a `fuse` (another arm's "
+                                f"runs to fuse), exactly one of them (got {_shown(arm.model_dump(exclude_defaults=True))})")
+            if arm.fuse is not None:
+                continue
             if arm.experiment not in self.entries:
                 raise SpecError(
                     f"{where}.arms: unknown experiment {arm.experiment!r}{_suggest(arm.experiment, self.names, 'known')}"
@@ -820,9 +840,23 @@ class Experiments:
             # so the other seeds copy the first one's spec instead of validating it again: a
             # 1,000-seed study stays instant. Specs are never changed in place (model_copy(update=)).
             specs[arm.label] = {seed: first.model_copy(update={"seed": seed}) for seed in seed_list}
+        for label, arm in fused.items():  # checked here, before `study` writes anything
+            source = specs.get(arm.fuse.arm)
+            if source is None:
+                runnable = [each for each in labels if each in specs]
+                raise SpecError(f"{where}.arms: {label!r} fuses arm {arm.fuse.arm!r}, which is not an experiment arm of "
+                                f"this study; one of: {', '.join(runnable)}")
+            if source[seed_list[0]].ensemble.members < 2:
+                raise SpecError(f"{where}.arms: {label!r} fuses arm {arm.fuse.arm!r}, which is a single model "
+                                "(ensemble.members 1); a fuse arm fuses the members of an ensemble arm")
+            if arm.fuse.mode == "none":
+                raise SpecError(f"{where}.arms: {label!r}: fuse.mode 'none' fuses nothing; use average, head or mutant")
+            if is_center(arm.fuse.checkpoint) and source[seed_list[0]].ensemble.coupling.mode != "easgd":
+                raise SpecError(f"{where}.arms: {label!r} fuses checkpoint {arm.fuse.checkpoint!r} of arm "
+                                f"{arm.fuse.arm!r}, which has no EASGD center (ensemble.coupling.mode is not easgd)")
         reference = study.reference
         if reference is None:
-            unfrozen = [label for label in labels if not specs[label][seed_list[0]].freeze]
+            unfrozen = [label for label in labels if label in specs and not specs[label][seed_list[0]].freeze]
             if len(unfrozen) != 1:
                 raise SpecError(
                     f"{where}.reference: {len(unfrozen)} arms have freeze=false ({', '.join(unfrozen) or 'none'}); "
@@ -839,7 +873,8 @@ class Experiments:
             base = self.resolve(study.continues, {"seed": seed_list[0]})
             sources = {seed: base.model_copy(update={"seed": seed}) for seed in seed_list}
         return ResolvedStudy(name, study.description, reference, seed_list, specs,
-                             {arm.label: arm.experiment for arm in arms}, sources=sources, continues=study.continues)
+                             {arm.label: arm.experiment for arm in arms if arm.experiment}, sources=sources,
+                             continues=study.continues, fused=fused)
 
     def _merged(self, name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
         if name not in self.entries:
@@ -909,10 +944,13 @@ class ResolvedStudy:
     cells: list[StudyCell] = field(default_factory=list)
     sources: dict[int, ExperimentSpec] = field(default_factory=dict)  # `continues`: seed -> the run each arm starts from
     continues: str | None = None  # the experiment of `sources`
+    fused: dict[str, StudyArm] = field(default_factory=dict)  # fuse arms: label -> arm; in `specs` once filled
 
     @property
     def arms(self) -> list[str]:
-        return list(self.specs) or (self.cells[0].study.arms if self.cells else [])
+        if self.cells:
+            return self.cells[0].study.arms
+        return list(self.specs) + [label for label in self.fused if label not in self.specs]
 
 
 @dataclass

@@ -14,7 +14,8 @@ from engine.train import prepare, train
 from factories import tiny_spec
 from workbench.scoped_verdict import scope_rows
 from workbench.tables import run_detail
-from workbench.verdict import study_verdict
+from workbench.report import markdown
+from workbench.verdict import fmt_ci, fmt_ratio, read_run, study_verdict
 
 
 def test_each_phase_gets_a_ratio_of_the_dist_its_trained_coordinates_moved(tmp_path):
@@ -38,6 +39,17 @@ def test_each_phase_gets_a_ratio_of_the_dist_its_trained_coordinates_moved(tmp_p
     assert verdict["phases"] == phases  # the first comparison's, at the top level too
     rows = [row for row in scope_rows(verdict["comparisons"][0]) if row[0] == "phase"]
     assert [row[1] for row in rows] == ["phase 0 (steps 0-4)", "phase 1 (steps 4-8)", "phase 2 (steps 8-12)"]
+
+    # the report's markdown has the same table: a row per phase with its ratio, CI, p and n
+    loaded = {arm: {seed: read_run(path) for seed, path in by_seed.items()} for arm, by_seed in runs.items()}
+    page = markdown(verdict, loaded, []).splitlines()
+    title = next(i for i, line in enumerate(page) if line.startswith("### Per phase"))
+    assert page[title + 2].startswith("| phase | side | ratio | 95% CI |")
+    for entry, line in zip(phases, page[title + 4: title + 4 + len(phases)]):
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[:4] == [f"phase {entry['phase']} (steps {entry['start_step']}-{entry['step']})", "subset",
+                             fmt_ratio(entry["ratio"]), fmt_ci(entry["ci"])]
+        assert cells[-1] == "2"
 
     # `workbench show` draws each run's phases: the steps and the dist of what each phase trained
     folder = RunFolder(runs["frozen"][0])

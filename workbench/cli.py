@@ -500,21 +500,20 @@ def study(
     as_json: AsJson = False,
 ) -> None:
     """Run (or re-use) every arm x seed of a study (of every cell of a sweep), wait, and print the verdict."""
-    from workbench.escape import continue_from_sources
     from workbench.progress import follow_runs
-    from workbench.study import check_completed, gather
+    from workbench.study import check_completed, gather, with_prerequisites
     from workbench.sweep import grid_table
     from workbench.verdict import verdict_table
 
     resolved = _resolve_study(experiments, name, seeds, set_)
-    try:  # a study that `continues` converged runs: those first (workbench/escape.py)
-        resolved = continue_from_sources(resolved, logs_dir, launch=True, max_per_device=max_per_device,
-                                         any_code=reuse_any_code, follow=lambda labels: follow_runs(labels, stderr))
+    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    try:  # runs that other runs need first: `continues`' converged runs, the runs fuse arms fuse
+        resolved = with_prerequisites(resolved, logs_dir, launch=True, max_per_device=max_per_device, options=options,
+                                      any_code=reuse_any_code, follow=lambda labels: follow_runs(labels, stderr))
     except KeyboardInterrupt:
         typer.echo(f"stopped watching; the runs go on in the background. `workbench study {name}` picks them up.", err=True)
         raise typer.Exit(130) from None
     parts = [cell.study for cell in resolved.cells] or [resolved]
-    options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
     found = [
         gather(part, logs_dir, launch=True, max_per_device=max_per_device, any_code=reuse_any_code, options=options)
         for part in parts
@@ -552,6 +551,11 @@ def study(
         stdout.print(grid_table(verdict) if resolved.cells else verdict_table(verdict))
         for entry in verdict.get("escape", []):
             stdout.print(f"[bold]{entry['arm']}[/bold]: {entry['sentence']}; left the basin in {entry['escaped']} of {entry['n']}", highlight=False)
+        if verdict.get("best_single"):  # a study with ensemble arms (workbench/best_single.py)
+            from workbench.best_single import best_single_table
+
+            stdout.print(best_single_table(verdict["best_single"]))
+            stdout.print(verdict["best_single"]["sentence"], highlight=False)
 
 
 @app.command()
@@ -574,9 +578,9 @@ def report(
 
     seeds, set_ = study_memory.report_options(logs_dir, name, seeds, set_, lambda line: typer.echo(line, err=True))
     resolved = _resolve_study(experiments, name, seeds, set_)
-    from workbench.escape import continue_from_sources
+    from workbench.study import with_prerequisites
 
-    resolved = continue_from_sources(resolved, logs_dir, launch=False, any_code=reuse_any_code)
+    resolved = with_prerequisites(resolved, logs_dir, launch=False, any_code=reuse_any_code)
     parts = [cell.study for cell in resolved.cells] or [resolved]
     found = [gather(part, logs_dir, launch=False, any_code=reuse_any_code) for part in parts]
     missing = [

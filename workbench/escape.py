@@ -13,10 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from engine.run_folder import RunFolder
-from engine.spec import ResolvedStudy, SpecError
+from engine.spec import ResolvedStudy
 from workbench.escape_verdict import escape_verdict
-
-SOURCE = "continued"  # the arm label of the source runs in their own little study
 
 
 def continue_from_sources(
@@ -31,25 +29,21 @@ def continue_from_sources(
     """`resolved` with init.run set in every arm x seed (unchanged without `continues`).
     With `launch`, missing source runs are submitted and followed to their end; without, a
     missing one is an error naming it."""
-    from workbench.study import check_completed, gather
+    from workbench.study import finished_runs
 
     parts = [cell.study for cell in resolved.cells] or [resolved]
     first = next((part for part in parts if part.sources), None)
     if first is None:
         return resolved
-    sources = ResolvedStudy(f"{resolved.name}/{first.continues}", "", SOURCE, first.seeds, {SOURCE: first.sources},
-                            {SOURCE: first.continues})
-    found = gather(sources, logs_dir, launch=launch, max_per_device=max_per_device, any_code=any_code)
-    if found.missing:
-        seeds = ", ".join(str(seed) for _, seed in found.missing)
-        raise SpecError(
-            f"study {resolved.name!r} continues {first.continues!r}, which has no run for seed {seeds}; "
-            f"`workbench study {resolved.name}` runs it first"
-        )
-    if follow is not None:
-        follow({f"{first.continues} seed {seed} (continued)": path for seed, path in found.runs[SOURCE].items()})
-    check_completed(sources, found.records())
-    run_ids = {seed: path.name for seed, path in found.runs[SOURCE].items()}
+    source = first.continues  # the arm of the source runs in their own little study
+    sources = ResolvedStudy(f"{resolved.name}/{source}", "", source, first.seeds, {source: first.sources}, {source: source})
+    found = finished_runs(
+        sources, logs_dir, launch=launch, max_per_device=max_per_device, any_code=any_code, follow=follow,
+        label=" (continued)", missing=lambda seeds: (
+            f"study {resolved.name!r} continues {source!r}, which has no run for seed {', '.join(map(str, seeds))}; "
+            f"`workbench study {resolved.name}` runs it first"),
+    )
+    run_ids = {seed: path.name for seed, path in found[source].items()}
 
     def filled(part: ResolvedStudy) -> ResolvedStudy:
         specs = {arm: {seed: spec.model_copy(update={"init": spec.init.model_copy(update={"run": run_ids[seed]})})

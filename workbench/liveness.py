@@ -107,7 +107,11 @@ def worker_alive(record: dict[str, Any], now: float | None = None) -> bool:
     if record.get("backend") == "ray" and not record.get("node") and record.get("status") == "queued":
         # Waiting in Ray's queue: Ray holds it (a detached actor, independent of any process of
         # ours) until a node has its resources; the actor then owns the run like a local worker.
-        return True
+        # The waiting keeper beats for it meanwhile (workbench/ray_waiting.py): a run Ray dropped
+        # unstarted gets no more beats and is lost once the newest is stale. (No keeper: a run
+        # launched before it existed, or where it could not start: waiting as long as it has not started.)
+        waiting = record.get("ray_waiting")
+        return waiting is None or (now or time.time()) - waiting <= STALE_SECONDS
     host = record.get("host")
     here = host in (None, socket.gethostname())
     state = lock_state(record["run_dir"]) if record.get("run_dir") else "absent"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from engine.run_folder import RunFolder, read_json
 from engine.spec import ExperimentSpec, SpecError
 from workbench.ray_node import RAY_FILE, RunActor, node_of
+from workbench.ray_waiting import watch_waiting
 
 if TYPE_CHECKING:
     from workbench.backends import LaunchOptions
@@ -180,6 +181,8 @@ class RayLauncher:
         threads = max(1, int(self.options.cpus_per_run))
         actor.remote(str(folder.path.resolve()), worker_args, threads)
         details = {"address": self.options.address, "actor": name, "namespace": NAMESPACE, **asks}
+        # beats while Ray holds it unstarted, so that a run Ray drops reads lost (workbench/ray_waiting.py)
+        details["keeper"] = watch_waiting(str(folder.path.resolve()), name, NAMESPACE)
         return Launched(None, "ray", backend="ray", details=details)
 
 

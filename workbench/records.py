@@ -21,6 +21,7 @@ from engine.vocabulary import METRICS, SUBSETS
 from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 from workbench.ray_node import node_of
+from workbench.ray_waiting import waiting_beat
 
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
 
@@ -130,6 +131,8 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
     }
     if launch.get("backend") == "ray":  # which node Ray put it on (none yet: waiting in Ray's queue)
         record.update(backend="ray", node=node_of(path).get("node_id"))
+        if (launch.get("ray") or {}).get("keeper"):  # the newest sign that Ray still holds it (workbench/ray_waiting.py)
+            record["ray_waiting"] = max(t for t in (waiting_beat(path), launch.get("launched"), 0.0) if t is not None)
     if problems:  # told in `runs` and `show`; the other runs are listed as usual
         record.update(status=CORRUPT, error="; ".join(problems))
     return with_liveness(record)

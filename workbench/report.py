@@ -16,6 +16,7 @@ few points carry markers, so a reader sees where the records are:
                   CI, log axis, line at 1
     eval.png      eval loss and accuracy over steps, per arm: mean over seeds, min-max band
     rho.png       elastic freezing: the headline ratio against the pull rho (workbench/elastic_report.py)
+    mixture.png   soft weight sharing: the prior over the covered weights' histogram (workbench/mixture_report.py)
 Only the plots that have something to show are written, and the page links exactly those.
 
 Every file is written to a temporary name and renamed into place, so a report folder
@@ -40,6 +41,8 @@ from matplotlib.ticker import FuncFormatter, LogFormatter  # noqa: E402
 from engine.run_folder import atomic_write  # noqa: E402
 from workbench.elastic_report import plot_rho  # noqa: E402
 from workbench.escape_report import escape_markdown, plot_interpolation  # noqa: E402
+from workbench.best_single import best_single_markdown  # noqa: E402
+from workbench.mixture_report import plot_mixture  # noqa: E402
 from workbench.scoped_verdict import scope_rows  # noqa: E402
 from workbench.scopes import SIDES, scope_series  # noqa: E402
 from workbench.verdict import RunSeries, arm_cells, fmt_ci, fmt_p, fmt_ratio, read_run  # noqa: E402
@@ -68,6 +71,7 @@ def write_report(verdict: dict[str, Any], runs: dict[str, dict[int, Path]], out_
         "interpolation.png": plot_interpolation(verdict),  # a study continuing converged runs
         "rho.png": plot_rho(verdict, loaded),  # studies of elastic freezing only
         "hessian.png": study_heatmap(folders),  # Hessian-guided partitions: the first run's S per layer
+        "mixture.png": plot_mixture(loaded),  # soft weight sharing: the prior over the weights' histogram
     }
     written = []
     for name, figure in figures.items():
@@ -240,6 +244,8 @@ SECTIONS = {
     "layer": "Per layer",
     "normalized": "Normalised (the headline scope's subset)",
     "loss-matched": "Loss-matched (the headline scope's subset dist where each run's loss first reaches a threshold)",
+    # a changing partition (spec.schedule; workbench/phase_verdict.py)
+    "phase": "Per phase (dist of the coordinates each phase trained, from the phase's start weights to its end)",
 }
 S_HEADER = ["| {first} | side | ratio | 95% CI | p (t) | p (Wilcoxon) | n |", "|---|---|---:|---:|---:|---:|---:|"]
 
@@ -250,6 +256,7 @@ def markdown(verdict: dict[str, Any], loaded: dict[str, dict[int, RunSeries]], i
     for comparison in verdict["comparisons"]:
         lines += [f"**{comparison['answer']}**", ""]
     lines += escape_markdown(verdict)
+    lines += best_single_markdown(verdict)  # a study with ensemble arms: the one model to keep
     for comparison in verdict["comparisons"]:
         lines += _comparison_tables(comparison)
     if verdict.get("arm_figures"):
@@ -317,7 +324,7 @@ def _comparison_tables(comparison: dict[str, Any]) -> list[str]:
         chosen = [row for row in rows if row[0] == section]
         if not chosen:
             continue
-        first = "quantity" if section in ("normalized", "loss-matched") else "scope"
+        first = {"normalized": "quantity", "loss-matched": "quantity", "phase": "phase"}.get(section, "scope")
         lines += [f"### {title}", "", S_HEADER[0].format(first=first), S_HEADER[1]]
         lines += [_s_row(scope, side, figures) for _, scope, side, figures in chosen]
         if section == "loss-matched":

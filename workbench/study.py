@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from engine.provenance import current_engine_hash
 from engine.run_folder import read_json
@@ -206,3 +207,53 @@ def code_note(records: dict[str, dict[int, dict]]) -> str:
         "--reuse-any-code: runs were re-used whatever engine code made them; engine hashes among "
         f"these runs: {', '.join(engines)}"
     )
+
+
+def finished_runs(
+    prerequisite: ResolvedStudy,
+    logs_dir: Path,
+    *,
+    launch: bool,
+    missing: Callable[[list[int]], str],
+    max_per_device: int | None = None,
+    any_code: bool = False,
+    options: LaunchOptions = LOCAL,
+    follow: Callable[[dict[str, Path]], None] | None = None,
+    label: str = "",
+) -> dict[str, dict[int, Path]]:
+    """The completed runs (arm -> seed -> folder) of a study whose runs other runs need first:
+    `continues`' converged runs (workbench/escape.py), the ensemble runs a fuse arm fuses
+    (workbench/fused_arms.py). With `launch`, missing ones are submitted and followed to their
+    end (`follow`), then every one must have completed. Without, a missing one is refused with
+    `missing(seeds)` (one sentence); unfinished ones are refused by check_completed."""
+    found = gather(prerequisite, logs_dir, launch=launch, max_per_device=max_per_device, any_code=any_code,
+                   options=options)
+    if found.missing:
+        raise SpecError(missing(sorted({seed for _, seed in found.missing})))
+    if follow is not None:
+        follow({f"{arm} seed {seed}{label}": path for arm, seeds in found.runs.items() for seed, path in seeds.items()})
+    check_completed(prerequisite, found.records())
+    return found.runs
+
+
+def with_prerequisites(
+    resolved: ResolvedStudy,
+    logs_dir: Path,
+    *,
+    launch: bool,
+    max_per_device: int | None = None,
+    any_code: bool = False,
+    options: LaunchOptions = LOCAL,
+    follow: Callable[[dict[str, Path]], None] | None = None,
+    pending_ok: bool = False,
+) -> ResolvedStudy:
+    """`resolved` with the specs that need other runs first made: `continues` sets init.run
+    (workbench/escape.py), then fuse arms fuse their source arm's runs (workbench/fused_arms.py).
+    `pending_ok` (the Studies screen): a fuse arm whose source runs are not done stays empty."""
+    from workbench.escape import continue_from_sources
+    from workbench.fused_arms import fill_fused_arms
+
+    resolved = continue_from_sources(resolved, logs_dir, launch=launch, max_per_device=max_per_device,
+                                     any_code=any_code, follow=follow)
+    return fill_fused_arms(resolved, logs_dir, launch=launch, max_per_device=max_per_device, any_code=any_code,
+                           options=options, follow=follow, pending_ok=pending_ok)

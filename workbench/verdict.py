@@ -37,6 +37,7 @@ from engine.events import EventsFold
 from engine.run_folder import RunFolder
 from workbench.phase_verdict import phase_comparison
 from workbench.scoped_verdict import scope_rows, scoped_comparison
+from workbench.best_single import best_single_model
 from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_quantile  # noqa: F401 (t_quantile: re-exported)
 
 METRICS = ("dist", "speed")
@@ -133,6 +134,8 @@ def study_verdict(
         # the first (for a two-arm study the only) arm's scoped verdict, at the top level as `subsets` is
         **{key: first[key] for key in SCOPED_KEYS if key in first},
         "notes": notes,
+        # a study with ensemble arms: which one model is best (EASGD center, best member, fused model)
+        **({"best_single": best} if (best := best_single_model(loaded)) else {}),
     }
 
 

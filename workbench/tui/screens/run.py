@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual import on
-from textual.containers import Container, Grid, VerticalScroll
+from textual.containers import Container, Grid, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, RichLog, Static, Tab, Tabs
 
 from engine.events import EVENTS_FILE
@@ -26,6 +26,7 @@ from workbench.tui.feed import (
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import confirm_cancel, resume_run
 from workbench.tui.widgets.chart import MetricChart, rich_colour
+from workbench.tui.widgets.mixture import MixturePlot, mixture_caption, mixture_records
 from workbench.tui.widgets.weights import (
     NEGATIVE, POSITIVE, TrajectoryPlot, histogram_strips, kernel_grid, track_legend,
 )
@@ -39,6 +40,7 @@ TABS = Binding.Group("Tabs", compact=True)
 WIDE_COLUMNS = 140  # from here on every pane shows at once
 CHART_TITLES = {"dist": "dist from init", "speed": "speed", "cos": "cos to init"}  # the movement charts
 PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log", "weights": "#run-weights"}  # tab id -> pane
+PANES["mixture"] = "#run-mixture"  # soft weight sharing only: its tab is added once the spec says so
 PLAY_SECONDS = 0.4  # one snapshot per tick while the step slider plays
 
 
@@ -58,6 +60,7 @@ class RunScreen(PollingScreen):
         Binding("2", "tab('layers')", "Layers", group=TABS),
         Binding("3", "tab('log')", "Log", group=TABS),
         Binding("4", "tab('weights')", "Weights", group=TABS),
+        Binding("5", "tab('mixture')", "Mixture", group=TABS),
         Binding("left_square_bracket", "snapshot(-1)", "Earlier snapshot", show=False),
         Binding("right_square_bracket", "snapshot(1)", "Later snapshot", show=False),
         Binding("p", "play", "Play snapshots", show=False),
@@ -87,12 +90,17 @@ class RunScreen(PollingScreen):
         self.snapshot_at: int | None = None  # the index the step slider shows
         self._player = None
         self._layers_step: int | None = None
+        self.mixture_at: int | None = None  # the Mixture tab's eval record (None: the newest)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
         yield Tabs(Tab("Charts", id="charts"), Tab("Layers", id="layers"), Tab("Log", id="log"),
                    Tab("Weights", id="weights"), id="run-tabs")
         with Container(id="run-body"):
+            # first: wide, the grid places it where the charts are (they hide while it shows)
+            with Vertical(id="run-mixture", classes="run-pane"):
+                yield Static("", id="mixture-step")
+                yield MixturePlot(id="mixture-plot")
             with Grid(id="run-charts", classes="run-pane -shown"):
                 for metric, title in CHART_TITLES.items():
                     yield MetricChart(title, id=f"chart-{metric}")
@@ -226,6 +234,9 @@ class RunScreen(PollingScreen):
         return kernel_range(self.snapshots)
 
     def action_snapshot(self, delta: int) -> None:
+        if self.query_one("#run-tabs", Tabs).active == "mixture":  # the keys step the Mixture tab's evals there
+            self.step_mixture(delta)
+            return
         if self.snapshots:
             self.snapshot_at = max(0, min(len(self.snapshots) - 1, (self.snapshot_at or 0) + delta))
             self.draw_weights()
@@ -312,6 +323,7 @@ class RunScreen(PollingScreen):
         if step != self._layers_step:
             self._layers_step = step
             self.show_layers(latest)
+        self.draw_mixture()
 
     def draw_pruning(self) -> None:
         """A pruned run's charts: its size over time (movement needs fixed shapes, so it is not tracked)."""
@@ -380,7 +392,10 @@ class RunScreen(PollingScreen):
 
     def action_tab(self, tab: str) -> None:
         """Show the pane (narrow), or move the focus to it (wide: every pane shows)."""
+        if tab == "mixture" and not self.mixture_run:
+            return
         self.query_one("#run-tabs", Tabs).active = tab
+        self.set_class(tab == "mixture", "-mixture")  # wide: the mixture takes the charts' place
         self.set_class(tab == "weights", "-weights")  # wide: the weights take the charts' place
         if self.wide:
             self.query_one(PANES[tab]).focus()
@@ -407,3 +422,33 @@ class RunScreen(PollingScreen):
         base = self.record.get("experiment")
         screen = ComposeScreen(self.app.experiments, self.logs_dir, base=base, initial=spec)
         self.app.push_screen(screen, lambda ids: ids and self.notify(f"launched {', '.join(ids)}"))
+
+    # the Mixture tab (soft weight sharing: workbench/tui/widgets/mixture.py) ------------------
+    @property
+    def mixture_run(self) -> bool:
+        return (self.spec.get("regularizer") or {}).get("name") == "soft_weight_sharing"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Key 5 (the Mixture tab) exists for soft-weight-sharing runs only: hidden elsewhere."""
+        return not (action == "tab" and parameters == ("mixture",) and not self.mixture_run)
+
+    def draw_mixture(self) -> None:
+        if not self.mixture_run:
+            return
+        tabs = self.query_one("#run-tabs", Tabs)
+        if not tabs.query("#mixture"):
+            tabs.add_tab(Tab("Mixture", id="mixture"))
+            self.refresh_bindings()  # key 5 shows now
+        records = mixture_records(self.tail.standing("eval"))
+        at = len(records) - 1 if self.mixture_at is None else max(0, min(self.mixture_at, len(records) - 1))
+        record = records[at] if records else None
+        self.query_one("#mixture-step", Static).update(mixture_caption(record, at, len(records)))
+        self.query_one("#mixture-plot", MixturePlot).show(record)
+
+    def step_mixture(self, delta: int) -> None:
+        count = len(mixture_records(self.tail.standing("eval")))
+        if count:
+            at = count - 1 if self.mixture_at is None else self.mixture_at
+            at = max(0, min(count - 1, at + delta))
+            self.mixture_at = None if at == count - 1 else at  # at the newest: follow new evals
+            self.draw_mixture()

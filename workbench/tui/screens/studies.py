@@ -29,8 +29,9 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
 from engine.spec import Experiments, ResolvedStudy
-from workbench.escape import continue_from_sources, escape_section
-from workbench.study import RunKeys, match_runs, stored_runs
+from workbench.best_single import best_single_table
+from workbench.escape import escape_section
+from workbench.study import RunKeys, match_runs, stored_runs, with_prerequisites
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
 from workbench.tui.widgets.chart import MetricChart
@@ -127,15 +128,16 @@ class StudyMatcher:
         for name in catalog.studies:
             state = StudyState(name)
             try:
-                # a study continuing converged runs: its arms' specs name them (workbench/escape.py)
-                resolved = continue_from_sources(catalog.study(name), self.logs_dir, launch=False)
+                # arms whose specs name other runs: continuing converged runs, fusing an arm's runs
+                resolved = with_prerequisites(catalog.study(name), self.logs_dir, launch=False, pending_ok=True)
                 state.description, state.reference = resolved.description, resolved.reference
                 state.arms, state.seeds = resolved.arms, list(resolved.seeds)
                 if resolved.cells:
                     state.note = f"sweep of {len(resolved.cells)} cells: see `workbench study {name}`"
                     states.append(state)
                     continue
-                state.runs = self.match(resolved, records)
+                # a fuse arm waiting for its source runs has no spec yet: no runs, so the study is not complete
+                state.runs = {**{arm: dict.fromkeys(resolved.seeds) for arm in resolved.arms}, **self.match(resolved, records)}
                 if state.complete:
                     state.verdict = self.verdict(state, resolved)
             except Exception as exc:  # one bad study must not hide the others
@@ -204,6 +206,7 @@ class StudiesScreen(PollingScreen):
             yield DataTable(id="study-runs", cursor_type="none", zebra_stripes=True)
             yield Static("", id="study-answer")
             yield DataTable(id="study-verdict", cursor_type="none")
+            yield Static("", id="study-best")  # a study with ensemble arms: the best single model
             yield MetricChart("headline subset dist ratio (arm / reference) over steps", id="study-chart")
         yield Footer(compact=True)
 
@@ -253,6 +256,7 @@ class StudiesScreen(PollingScreen):
         state = self.states.get(self.selected or "")
         runs.clear()
         verdict_table.clear()
+        self.query_one("#study-best", Static).display = False  # shown by show_verdict for a study with ensembles
         if state is None:
             header.update(Text(self.error or f"no studies in {self.experiments_path}", style="red" if self.error else ""))
             for widget in (runs, answer, verdict_table, chart):
@@ -294,7 +298,11 @@ class StudiesScreen(PollingScreen):
         chart = self.query_one("#study-chart", MetricChart)
         comparisons = verdict["comparisons"]
         escape = [f"{e['arm']}: {e['sentence']}; left the basin in {e['escaped']} of {e['n']}" for e in verdict.get("escape", [])]
-        answer.update("\n".join([c["answer"] for c in comparisons] + escape))
+        best = verdict.get("best_single")
+        answer.update("\n".join([c["answer"] for c in comparisons] + escape + ([best["sentence"]] if best else [])))
+        best_table = self.query_one("#study-best", Static)
+        best_table.display = bool(best)
+        best_table.update(best_single_table(best) if best else "")
         answer.display = table.display = chart.display = True
         for comparison in comparisons:
             # the headline (partitioned layers) first, then all layers, kinds, layers,
