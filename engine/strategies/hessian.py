@@ -1,7 +1,8 @@
 """`hessian_interaction` and `obd`: kernel partitions chosen from the loss's Hessian.
 
-Both measure every partitioned layer (S from K HVPs, the OBD saliency from K more, and with
-matrix absolute / saliency diagonal the per-coordinate sums under the budget) and express
+Both measure every partitioned layer (S and the OBD saliency from one Gauss-Newton pass,
+engine/gauss_newton.py, and with matrix absolute / saliency diagonal the per-coordinate sums
+under the budget) and express
 their choice as a kernel ranking (the fixed kernels first), so the masks come from the
 same fix-the-top-k path as `first_kernels`. The measurement is a function of the initial
 weights (the run's `seed`, or hessian.at's checkpoint), the first `samples` training
@@ -17,7 +18,8 @@ import torch
 
 from engine.choices import PARTITIONS
 from engine.construction import _run_checkpoint
-from engine.hessian import HessianProbe, block_saliency, interaction, layer_size, per_coordinate
+from engine.gauss_newton import gauss_newton
+from engine.hessian import HessianProbe, layer_size, per_coordinate
 from engine.hessian_spec import HessianSpec, needs_per_coordinate
 from engine.hessian_summary import hessian_note
 from engine.kernel_split import split_kernels
@@ -89,14 +91,15 @@ def measure_layers(
     x, y = context.data.train_x[: hessian.samples], context.data.train_y[: hessian.samples]
     probe = HessianProbe(_weights_at(hessian, context), x, y, hessian.batch_size, device)
     measured = {}
+    every = gauss_newton(probe, chosen)  # S and the block saliency of every layer, one pass
     for layer in chosen:
-        record = {"S": interaction(probe, layer).cpu()}
+        interaction, block = every[layer.name]
+        record = {"S": interaction.cpu(), "saliency": block.cpu()}
         if needs_per_coordinate(hessian, strategy):
             absolute, diagonal = per_coordinate(probe, layer)
             record["A"] = absolute.cpu()
-            record["saliency"] = diagonal.cpu() if hessian.saliency == "diagonal" else block_saliency(probe, layer).cpu()
-        else:
-            record["saliency"] = block_saliency(probe, layer).cpu()
+            if hessian.saliency == "diagonal":
+                record["saliency"] = diagonal.cpu()
         measured[layer.name] = record
     return measured
 
