@@ -2,7 +2,7 @@
 
 Both measure every partitioned layer (S and the OBD saliency from one Gauss-Newton pass,
 engine/gauss_newton.py, and with matrix absolute / saliency diagonal the per-coordinate sums
-under the budget) and express
+under the budget; cached per study, engine/hessian_cache.py) and express
 their choice as a kernel ranking (the fixed kernels first), so the masks come from the
 same fix-the-top-k path as `first_kernels`. The measurement is a function of the initial
 weights (the run's `seed`, or hessian.at's checkpoint), the first `samples` training
@@ -20,6 +20,7 @@ from engine.choices import PARTITIONS
 from engine.construction import _run_checkpoint
 from engine.gauss_newton import gauss_newton
 from engine.hessian import HessianProbe, layer_size, per_coordinate
+from engine.hessian_cache import cached, measurement_key
 from engine.hessian_spec import HessianSpec, needs_per_coordinate
 from engine.hessian_summary import hessian_note
 from engine.kernel_split import split_kernels
@@ -89,19 +90,29 @@ def measure_layers(
     chosen = _checked_layers(strategy, params, layers, spec, context)
     device = context.device if hessian.device == "run" else torch.device("cpu")
     x, y = context.data.train_x[: hessian.samples], context.data.train_y[: hessian.samples]
-    probe = HessianProbe(_weights_at(hessian, context), x, y, hessian.batch_size, device)
-    measured = {}
-    every = gauss_newton(probe, chosen)  # S and the block saliency of every layer, one pass
-    for layer in chosen:
-        interaction, block = every[layer.name]
-        record = {"S": interaction.cpu(), "saliency": block.cpu()}
-        if needs_per_coordinate(hessian, strategy):
-            absolute, diagonal = per_coordinate(probe, layer)
-            record["A"] = absolute.cpu()
-            if hessian.saliency == "diagonal":
-                record["saliency"] = diagonal.cpu()
-        measured[layer.name] = record
-    return measured
+    model = _weights_at(hessian, context)
+    coordinate_pass = needs_per_coordinate(hessian, strategy)
+
+    def compute() -> dict[str, dict[str, torch.Tensor]]:
+        probe = HessianProbe(model, x, y, hessian.batch_size, device)
+        measured = {}
+        every = gauss_newton(probe, chosen)  # S and the block saliency of every layer, one pass
+        for layer in chosen:
+            interaction, block = every[layer.name]
+            record = {"S": interaction.cpu(), "saliency": block.cpu()}
+            if coordinate_pass:
+                absolute, diagonal = per_coordinate(probe, layer)
+                record["A"] = absolute.cpu()
+                if hessian.saliency == "diagonal":
+                    record["saliency"] = diagonal.cpu()
+            measured[layer.name] = record
+        return measured
+
+    # What is computed, not what is chosen from it: the study's arms and strategies share it.
+    what = {"samples": hessian.samples, "batch_size": hessian.batch_size, "per_coordinate": coordinate_pass,
+            "saliency": hessian.saliency if coordinate_pass else "block"}
+    key = measurement_key(model, x, y, chosen, what, device)
+    return cached(context.runs_dir, key, chosen, ("S", "saliency", "A") if coordinate_pass else ("S", "saliency"), compute)
 
 
 def _ranking(strategy: str, record: dict[str, torch.Tensor], count: int, hessian: HessianSpec) -> torch.Tensor:
