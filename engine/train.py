@@ -41,7 +41,7 @@ from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimi
 from engine.provenance import code_provenance
 from engine.resumed_masks import saved_masks
 from engine.pruning import widths
-from engine.run_folder import RunFolder, failure_reason
+from engine.run_folder import RunFolder, atomic_write_json, failure_reason
 from engine.soft_sharing import SoftWeightSharing
 from engine.spec import ExperimentSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
@@ -133,7 +133,10 @@ def train(
     # functions of the spec, and the prepared model still holds the initial weights here.
     for name, tensors in prep.files.items():  # e.g. hessian.pt: what chose the masks (before masks.pt: resumed_masks.py)
         if not resume or not (folder.path / name).exists():
-            folder.save_tensors(folder.path / name, tensors)
+            if name.endswith(".json"):  # plain data for readers without torch (hessian.json)
+                atomic_write_json(folder.path / name, tensors)
+            else:
+                folder.save_tensors(folder.path / name, tensors)
     if not resume or not folder.masks_path.exists():
         folder.save_tensors(folder.masks_path, prep.masks)
     if not resume or not folder.checkpoint_path("init").exists():

@@ -31,6 +31,7 @@ from engine.strategies import partitioned_layers
 from engine.strategies.kernel_scores import fix_top_kernels, fixed_kernel_count
 
 HESSIAN_FILE = "hessian.pt"
+HESSIAN_JSON = "hessian.json"
 
 
 def _checked_layers(strategy: str, params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec,
@@ -147,6 +148,9 @@ def hessian_strategy(strategy: str):
                  "matrix": spec.hessian.matrix, "objective": spec.hessian.objective,
                  "saliency_form": spec.hessian.saliency, "fix": spec.hessian.fix, "dtype": "float64"}
         context.files[HESSIAN_FILE] = saved
+        # The same as plain JSON, for readers without torch (the TUI's Hessian tab).
+        context.files[HESSIAN_JSON] = {**saved, "layers": {name: {key: value.tolist() for key, value in record.items()}
+                                                           for name, record in measured.items()}}
         context.notes["hessian"] = hessian_note(saved)
         return masks
 
