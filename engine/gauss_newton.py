@@ -73,7 +73,7 @@ def gauss_newton(probe: HessianProbe, layers: list[Layer]) -> dict[str, tuple[to
         classes = functional_call(probe.model, {}, (probe.x[:1],)).shape[1]
     chunk = max(1, min(probe.batch_size, JACOBIAN_ENTRIES // (classes * coordinates)))
     for start in range(0, probe.samples, chunk):
-        # H_CE needs no labels: the curvature of cross-entropy in the logits is the same for every class.
+        # H_CE needs no labels: the curvature of cross-entropy in the logits is the same whatever the label.
         (shift_j, scale_j), logits = per_example(zeros, zeros, probe.x[start : start + chunk])  # J: (n, classes, K)
         p = torch.softmax(logits, dim=1)
         curvature = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)  # H_CE per example
