@@ -6,6 +6,10 @@ D^T H_LL D, and column j costs one HVP (forward-over-reverse: `jvp` of `grad`), 
 block of columns batched by `torch.func.vmap`:
 - `shift`:       D = [1_1 .. 1_K]        -> S[i, j] = 1_i^T H 1_j          (K HVPs)
 - `scale`:       D = [w*1_1 .. w*1_K]    -> diagonal = w_k^T H_kk w_k     (K HVPs)
+The engine gets S and the OBD saliency from one pass of per-example Jacobians instead
+(engine/gauss_newton.py, the same quantities, far fewer passes); the HVPs here give the
+remainder it needs for layers with a BatchNorm, the per-coordinate sums, and the benchmark's
+direct definition.
 - `coordinates`: D = identity            -> every H_ab of the layer        (one HVP per coordinate)
 Only the layer's own block H_LL is ever needed (1_k, w*1_k live in layer L), so only that
 layer's parameters are differentiated: the layers before it are computed once, without
@@ -59,7 +63,13 @@ class HessianProbe:
 
     def columns(self, lift: Lift, dim: int, indices: torch.Tensor) -> torch.Tensor:
         """Columns `indices` of the Hessian over t (dim x len(indices)), at t = 0."""
-        out = torch.zeros(dim, len(indices), dtype=torch.float64, device=self.device)
+        units = torch.zeros(len(indices), dim, dtype=torch.float64, device=self.device)
+        units[torch.arange(len(indices)), indices.to(self.device)] = 1.0
+        return self.products(lift, dim, units)
+
+    def products(self, lift: Lift, dim: int, vectors: torch.Tensor) -> torch.Tensor:
+        """H_t v for each row v of `vectors` (m x dim), as columns (dim x m), at t = 0."""
+        out = torch.zeros(dim, len(vectors), dtype=torch.float64, device=self.device)
         origin = torch.zeros(dim, dtype=torch.float64, device=self.device)
         for start in range(0, self.samples, self.batch_size):
             x, y = self.x[start : start + self.batch_size], self.y[start : start + self.batch_size]
@@ -75,11 +85,9 @@ class HessianProbe:
                 return jvp(gradient, (origin,), (v,))[1]
 
             per_pass = max(1, TANGENT_EXAMPLES // len(y))
-            for first in range(0, len(indices), per_pass):
-                chunk = indices[first : first + per_pass]
-                units = torch.zeros(len(chunk), dim, dtype=torch.float64, device=self.device)
-                units[torch.arange(len(chunk)), chunk.to(self.device)] = 1.0
-                block = vmap(hvp)(units) if self.batched else torch.stack([hvp(v) for v in units])
+            for first in range(0, len(vectors), per_pass):
+                chunk = vectors[first : first + per_pass]
+                block = vmap(hvp)(chunk) if self.batched else torch.stack([hvp(v) for v in chunk])
                 out[:, first : first + len(chunk)] += block.T
         return out
 
@@ -119,13 +127,6 @@ def interaction(probe: HessianProbe, layer: Layer) -> torch.Tensor:
     """S[i, j] = 1_i^T H 1_j over the layer's kernels (K x K, symmetric, signed)."""
     every = torch.arange(layer.kernels)
     return probe.columns(probe.shift(layer), layer.kernels, every)
-
-
-def block_saliency(probe: HessianProbe, layer: Layer) -> torch.Tensor:
-    """OBD saliency s_k = 1/2 w_k^T H_kk w_k, the loss's second-order change when kernel k
-    (with its bias and BatchNorm scale/shift) is set to zero."""
-    every = torch.arange(layer.kernels)
-    return 0.5 * probe.columns(probe.scale(layer), layer.kernels, every).diagonal().clone()
 
 
 def per_coordinate(probe: HessianProbe, layer: Layer) -> tuple[torch.Tensor, torch.Tensor]:

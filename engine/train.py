@@ -39,8 +39,9 @@ from engine.weight_snapshots import SNAPSHOTS_FILE, WeightSnapshots
 from engine.partition_context import PartitionContext
 from engine.optimizers import make_optimizer  # noqa: F401 - moved to the optimizer registry; callers import it here
 from engine.provenance import code_provenance
+from engine.resumed_masks import saved_masks
 from engine.pruning import widths
-from engine.run_folder import RunFolder, failure_reason
+from engine.run_folder import RunFolder, atomic_write_json, failure_reason
 from engine.soft_sharing import SoftWeightSharing
 from engine.spec import ExperimentSpec, SpecError
 from engine.subsets import Masks, partition_masks, subset_sizes
@@ -59,21 +60,23 @@ class Prepared:
     files: dict = field(default_factory=dict)  # more run-folder files from the partition (hessian.pt)
 
 
-def prepare(spec: ExperimentSpec, runs_dir: Path | None = None) -> Prepared:
+def prepare(spec: ExperimentSpec, runs_dir: Path | None = None, resuming: RunFolder | None = None) -> Prepared:
     """Everything that can fail because of the spec, done before any file is written.
 
     `runs_dir` is where other runs live (the logs directory): seeded groups and fusions
-    read their checkpoints from there.
+    read their checkpoints from there. `resuming`: the run's own folder when it resumes: its
+    masks.pt is the partition (engine/resumed_masks.py).
     """
     device = resolve_device(spec.device)
     # The spec records the device the run really used ("auto" becomes "cpu" or "cuda:0").
     spec = spec.model_copy(update={"device": str(device)})
     data = load_data(spec.data, device)
-    return assemble(spec, data, device, runs_dir)
+    return assemble(spec, data, device, runs_dir, resuming=resuming)
 
 
 def assemble(
-    spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_dir: Path | None, measure: bool = True
+    spec: ExperimentSpec, data: DeviceData, device: torch.device, runs_dir: Path | None, measure: bool = True,
+    resuming: RunFolder | None = None,
 ) -> Prepared:
     """The model and partition of `spec` over `data`, with the checks that need them built.
     `measure` False (preflight): a strategy that measures the model only checks it can."""
@@ -87,7 +90,9 @@ def assemble(
     if spec.fusion.prune.every:
         widths(model)  # SpecError unless the model's channels can be pruned (not resnet, not grouped)
     context = PartitionContext(model, data, device, runs_dir, measure)
-    masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed, context)
+    masks = saved_masks(resuming, dict(model.named_parameters())) if resuming else None
+    if masks is None:
+        masks = partition_masks(dict(model.named_parameters()), layers, spec.partition, spec.seed, context)
     if spec.freeze is True and subset_sizes(masks)["subset"] == 0:
         raise SpecError("this partition fixes every parameter, so nothing would train; lower partition.fraction")
     notes = {**notes, **context.notes, "params": param_count(model)}
@@ -126,13 +131,16 @@ def train(
     # The run folder contract promises masks.pt and init.pt. A run killed before it wrote
     # them (while queued, preparing, or mid-write) writes them when resumed: both are
     # functions of the spec, and the prepared model still holds the initial weights here.
+    for name, tensors in prep.files.items():  # e.g. hessian.pt: what chose the masks (before masks.pt: resumed_masks.py)
+        if not resume or not (folder.path / name).exists():
+            if name.endswith(".json"):  # plain data for readers without torch (hessian.json)
+                atomic_write_json(folder.path / name, tensors)
+            else:
+                folder.save_tensors(folder.path / name, tensors)
     if not resume or not folder.masks_path.exists():
         folder.save_tensors(folder.masks_path, prep.masks)
     if not resume or not folder.checkpoint_path("init").exists():
         folder.save_tensors(folder.checkpoint_path("init"), model.state_dict())
-    for name, tensors in prep.files.items():  # e.g. hessian.pt: what chose the masks
-        if not resume or not (folder.path / name).exists():
-            folder.save_tensors(folder.path / name, tensors)
 
     features: list[Hook] = []
     if spec.freeze is True:

@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             _set_cpu_threads(spec.device, args.max_per_device, args.threads)
             from engine.train import prepare
 
-            prepared = prepare(spec, runs_dir=folder.path.parent)
+            prepared = prepare(spec, runs_dir=folder.path.parent, resuming=folder if args.resume else None)
         except Exception as exc:
             record_failure(folder, store, log, exc, step=_resume_step(folder))
             return 1

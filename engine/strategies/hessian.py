@@ -1,7 +1,8 @@
 """`hessian_interaction` and `obd`: kernel partitions chosen from the loss's Hessian.
 
-Both measure every partitioned layer (S from K HVPs, the OBD saliency from K more, and with
-matrix absolute / saliency diagonal the per-coordinate sums under the budget) and express
+Both measure every partitioned layer (S and the OBD saliency from one Gauss-Newton pass,
+engine/gauss_newton.py, and with matrix absolute / saliency diagonal the per-coordinate sums
+under the budget; cached per study, engine/hessian_cache.py) and express
 their choice as a kernel ranking (the fixed kernels first), so the masks come from the
 same fix-the-top-k path as `first_kernels`. The measurement is a function of the initial
 weights (the run's `seed`, or hessian.at's checkpoint), the first `samples` training
@@ -17,7 +18,9 @@ import torch
 
 from engine.choices import PARTITIONS
 from engine.construction import _run_checkpoint
-from engine.hessian import HessianProbe, block_saliency, interaction, layer_size, per_coordinate
+from engine.gauss_newton import gauss_newton
+from engine.hessian import HessianProbe, layer_size, per_coordinate
+from engine.hessian_cache import cached, measurement_key
 from engine.hessian_spec import HessianSpec, needs_per_coordinate
 from engine.hessian_summary import hessian_note
 from engine.kernel_split import split_kernels
@@ -28,6 +31,7 @@ from engine.strategies import partitioned_layers
 from engine.strategies.kernel_scores import fix_top_kernels, fixed_kernel_count
 
 HESSIAN_FILE = "hessian.pt"
+HESSIAN_JSON = "hessian.json"
 
 
 def _checked_layers(strategy: str, params: dict[str, torch.Tensor], layers: list[Layer], spec: PartitionSpec,
@@ -87,18 +91,29 @@ def measure_layers(
     chosen = _checked_layers(strategy, params, layers, spec, context)
     device = context.device if hessian.device == "run" else torch.device("cpu")
     x, y = context.data.train_x[: hessian.samples], context.data.train_y[: hessian.samples]
-    probe = HessianProbe(_weights_at(hessian, context), x, y, hessian.batch_size, device)
-    measured = {}
-    for layer in chosen:
-        record = {"S": interaction(probe, layer).cpu()}
-        if needs_per_coordinate(hessian, strategy):
-            absolute, diagonal = per_coordinate(probe, layer)
-            record["A"] = absolute.cpu()
-            record["saliency"] = diagonal.cpu() if hessian.saliency == "diagonal" else block_saliency(probe, layer).cpu()
-        else:
-            record["saliency"] = block_saliency(probe, layer).cpu()
-        measured[layer.name] = record
-    return measured
+    model = _weights_at(hessian, context)
+    coordinate_pass = needs_per_coordinate(hessian, strategy)
+
+    def compute() -> dict[str, dict[str, torch.Tensor]]:
+        probe = HessianProbe(model, x, y, hessian.batch_size, device)
+        measured = {}
+        every = gauss_newton(probe, chosen)  # S and the block saliency of every layer, one pass
+        for layer in chosen:
+            interaction, block = every[layer.name]
+            record = {"S": interaction.cpu(), "saliency": block.cpu()}
+            if coordinate_pass:
+                absolute, diagonal = per_coordinate(probe, layer)
+                record["A"] = absolute.cpu()
+                if hessian.saliency == "diagonal":
+                    record["saliency"] = diagonal.cpu()
+            measured[layer.name] = record
+        return measured
+
+    # What is computed, not what is chosen from it: the study's arms and strategies share it.
+    what = {"samples": hessian.samples, "batch_size": hessian.batch_size, "per_coordinate": coordinate_pass,
+            "saliency": hessian.saliency if coordinate_pass else "block"}
+    key = measurement_key(model, x, y, chosen, what, device)
+    return cached(context.runs_dir, key, chosen, ("S", "saliency", "A") if coordinate_pass else ("S", "saliency"), compute)
 
 
 def _ranking(strategy: str, record: dict[str, torch.Tensor], count: int, hessian: HessianSpec) -> torch.Tensor:
@@ -133,6 +148,9 @@ def hessian_strategy(strategy: str):
                  "matrix": spec.hessian.matrix, "objective": spec.hessian.objective,
                  "saliency_form": spec.hessian.saliency, "fix": spec.hessian.fix, "dtype": "float64"}
         context.files[HESSIAN_FILE] = saved
+        # The same as plain JSON, for readers without torch (the TUI's Hessian tab).
+        context.files[HESSIAN_JSON] = {**saved, "layers": {name: {key: value.tolist() for key, value in record.items()}
+                                                           for name, record in measured.items()}}
         context.notes["hessian"] = hessian_note(saved)
         return masks
 

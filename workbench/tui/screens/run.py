@@ -27,6 +27,7 @@ from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.screens.actions import confirm_cancel, resume_run
 from workbench.tui.widgets.chart import MetricChart, rich_colour
 from workbench.tui.widgets.mixture import MixturePlot, mixture_caption, mixture_records
+from workbench.tui.widgets.hessian import HESSIAN_MISSING, HessianPane, read_hessian
 from workbench.tui.widgets.weights import (
     NEGATIVE, POSITIVE, TrajectoryPlot, histogram_strips, kernel_grid, track_legend,
 )
@@ -41,6 +42,7 @@ WIDE_COLUMNS = 140  # from here on every pane shows at once
 CHART_TITLES = {"dist": "dist from init", "speed": "speed", "cos": "cos to init"}  # the movement charts
 PANES = {"charts": "#run-charts", "layers": "#run-layers", "log": "#run-log", "weights": "#run-weights"}  # tab id -> pane
 PANES["mixture"] = "#run-mixture"  # soft weight sharing only: its tab is added once the spec says so
+PANES["hessian"] = "#run-hessian"  # Hessian-guided runs only
 PLAY_SECONDS = 0.4  # one snapshot per tick while the step slider plays
 
 
@@ -61,6 +63,7 @@ class RunScreen(PollingScreen):
         Binding("3", "tab('log')", "Log", group=TABS),
         Binding("4", "tab('weights')", "Weights", group=TABS),
         Binding("5", "tab('mixture')", "Mixture", group=TABS),
+        Binding("6", "tab('hessian')", "Hessian", show=False),  # Hessian-guided runs only: `?` lists it
         Binding("left_square_bracket", "snapshot(-1)", "Earlier snapshot", show=False),
         Binding("right_square_bracket", "snapshot(1)", "Later snapshot", show=False),
         Binding("p", "play", "Play snapshots", show=False),
@@ -91,6 +94,8 @@ class RunScreen(PollingScreen):
         self._player = None
         self._layers_step: int | None = None
         self.mixture_at: int | None = None  # the Mixture tab's eval record (None: the newest)
+        self.hessian: dict[str, Any] | None = None  # hessian.json of a Hessian-guided run, read once
+        self._hessian_shown = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="run-header")
@@ -114,6 +119,7 @@ class RunScreen(PollingScreen):
                 yield Static("", id="weights-trajectory-legend")
                 yield TrajectoryPlot(id="weights-trajectory")
                 yield Static("", id="weights-hist")
+            yield HessianPane(id="run-hessian", classes="run-pane")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -142,6 +148,8 @@ class RunScreen(PollingScreen):
                 self._ratio_version = version
                 self.ratio = live_ratio(self.spec, self.tail.standing("movement"), self.reference.standing("movement"))
         self.read_snapshots()
+        if self.hessian is None:
+            self.hessian = read_hessian(self.run_dir)
         lines = self.log_tail.poll()
         # The folder is the truth (and carries a fresh heartbeat): a stored record of a
         # live run can be seconds old, and judging liveness from it would say lost.
@@ -164,6 +172,10 @@ class RunScreen(PollingScreen):
             if self.snapshot_at is None or self.snapshot_at >= len(self.snapshots) - 2:
                 self.snapshot_at = len(self.snapshots) - 1  # following the newest unless looking back
             self.draw_weights()
+        if self.hessian is not None and not self._hessian_shown:
+            self._hessian_shown = True  # the tab appears once the run has measured its Hessian
+            self.query_one("#run-tabs", Tabs).add_tab(Tab("Hessian", id="hessian"))
+            self.query_one("#run-hessian", HessianPane).show(self.hessian or None, HESSIAN_MISSING)
         self.show_header(error)
 
     def find_reference(self) -> None:
@@ -394,9 +406,13 @@ class RunScreen(PollingScreen):
         """Show the pane (narrow), or move the focus to it (wide: every pane shows)."""
         if tab == "mixture" and not self.mixture_run:
             return
+        if tab == "hessian" and not self._hessian_shown:
+            self.notify("this run has no Hessian tab: only hessian_interaction and obd runs measure the Hessian")
+            return
         self.query_one("#run-tabs", Tabs).active = tab
         self.set_class(tab == "mixture", "-mixture")  # wide: the mixture takes the charts' place
         self.set_class(tab == "weights", "-weights")  # wide: the weights take the charts' place
+        self.set_class(tab == "hessian", "-hessian")  # ... and so does the Hessian
         if self.wide:
             self.query_one(PANES[tab]).focus()
 
