@@ -21,7 +21,7 @@ from engine.data import DeviceData
 
 @dataclass
 class PartitionContext:
-    model: nn.Module  # built, at its initial weights, on the CPU
+    model: nn.Module  # built, at its initial weights, on the CPU (a resampled phase: the training model)
     data: DeviceData
     device: torch.device  # the run's
     runs_dir: Path | None

@@ -11,7 +11,11 @@ a test, a resumed run and both arms of a study recompute the same masks:
   phase-0 masks move on by one block of ceil(K / B) kernels a phase, wrapping around:
   with f = 0.75 one quarter trains and that quarter advances.
 - resample: a fresh draw of partition.strategy with the seed `phase_seed(base, n)`,
-  base = partition.seed (or the run's seed when it is "run"): the same in every arm.
+  base = partition.seed (or the run's seed when it is "run"): the same in every arm. A
+  strategy that measures the model (the Hessian ones) is measured again at the weights the
+  phase starts from (a PartitionContext over the training model): each arm measures its own
+  weights, so the arms of a study can train different kernels in a phase, which the
+  per-phase verdict counts and says (workbench/phase_verdict.py).
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ import torch
 
 from engine.choices import SCHEDULE_MODES
 from engine.models import Layer
+from engine.partition_context import PartitionContext
 from engine.spec import ExperimentSpec, SEED_MAX
 from engine.strategies import partitioned_layers
 from engine.subsets import Masks, partition_masks
 
 
-def phase_masks(masks0: Masks, params: dict[str, torch.Tensor], layers: list[Layer], spec: ExperimentSpec, phase: int) -> Masks:
-    """The {subset, fixed} masks of `phase` (CPU bool tensors, complements of each other)."""
+def phase_masks(masks0: Masks, params: dict[str, torch.Tensor], layers: list[Layer], spec: ExperimentSpec, phase: int,
+                context: PartitionContext | None = None) -> Masks:
+    """The {subset, fixed} masks of `phase` (CPU bool tensors, complements of each other).
+    `context`: the model at the phase's start weights, for a resampled strategy that measures it."""
     if phase == 0:
         return masks0
-    fixed = SCHEDULE_MODES.implementation(spec.schedule.mode)(masks0["fixed"], params, layers, spec, phase)
+    fixed = SCHEDULE_MODES.implementation(spec.schedule.mode)(masks0["fixed"], params, layers, spec, phase, context)
     return {"subset": {name: ~mask for name, mask in fixed.items()}, "fixed": fixed}
 
 
@@ -51,14 +58,14 @@ def masks_digest(masks: Masks) -> str:
     return digest.hexdigest()[:16]
 
 
-def _alternate(fixed0, params, layers, spec, phase):
+def _alternate(fixed0, params, layers, spec, phase, context=None):
     if phase % 2 == 0:
         return {name: mask.clone() for name, mask in fixed0.items()}
     swapped = {name for layer in partitioned_layers(layers, spec.partition) for name in layer.params}
     return {name: ~mask if name in swapped else mask.clone() for name, mask in fixed0.items()}
 
 
-def _rotate(fixed0, params, layers, spec, phase):
+def _rotate(fixed0, params, layers, spec, phase, context=None):
     fraction = spec.partition.fraction
     blocks = math.ceil(round(1 / min(fraction, 1 - fraction), 9))
     rotated = {name: mask.clone() for name, mask in fixed0.items()}
@@ -69,10 +76,10 @@ def _rotate(fixed0, params, layers, spec, phase):
     return rotated
 
 
-def _resample(fixed0, params, layers, spec, phase):
+def _resample(fixed0, params, layers, spec, phase, context=None):
     base = spec.seed if spec.partition.seed == "run" else spec.partition.seed
     drawn = spec.partition.model_copy(update={"seed": phase_seed(base, phase)})
-    return partition_masks(params, layers, drawn)["fixed"]
+    return partition_masks(params, layers, drawn, context=context)["fixed"]
 
 
 SCHEDULE_MODES.implement("alternate", _alternate)

@@ -17,8 +17,9 @@ one layout in every phase and a resume loads it whatever the phase. Its state fo
   goes on counting.
 - reset: the whole optimizer state is dropped at every phase switch (as a fresh optimizer).
 
-Per phase, on disk: `masks/phase_NNN.pt` (its masks) and `checkpoints/phase_NNN.pt` (the
-weights at its start); in events.jsonl: a `phase` event when it starts (step, phase, masks
+Per phase, on disk: `masks/phase_NNN.pt` (its masks), `checkpoints/phase_NNN.pt` (the
+weights at its start) and, when a Hessian strategy is resampled, `masks/phase_NNN.hessian.pt`
+(what it measured at those weights, as hessian.pt is for phase 0); in events.jsonl: a `phase` event when it starts (step, phase, masks
 digest) and a `phase_movement` event when it ends: for each subset *of that phase's masks*
 (`subset` = the coordinates it trained), overall and per layer, `dist` = ||w(end) -
 w(start)|| over those coordinates and `speed` = dist / the phase's steps. The phase of a
@@ -28,17 +29,26 @@ a resume picks the phase's masks and start weights up from the folder.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
+from torch import nn
 
 from engine.loop import Hook, TrainState
 from engine.models import Layer
+from engine.partition_context import PartitionContext
 from engine.phase_masks import masks_digest, phase_masks
 from engine.run_folder import RunFolder
-from engine.subsets import SUBSETS, Masks
+from engine.strategies.hessian import HESSIAN_FILE
+from engine.subsets import SUBSETS, Masks, measures_model
 
 
 def phase_masks_path(folder: RunFolder, phase: int):
     return folder.path / "masks" / f"phase_{phase:03d}.pt"
+
+
+def phase_hessian_path(folder: RunFolder, phase: int):
+    return folder.path / "masks" / f"phase_{phase:03d}.hessian.pt"
 
 
 def phase_start_name(phase: int) -> str:
@@ -49,8 +59,12 @@ def phase_start_name(phase: int) -> str:
 class Phases(Hook):
     """Switches the masks at phase boundaries and records each phase's movement."""
 
-    def __init__(self, layers: list[Layer], masks0: Masks, folder: RunFolder) -> None:
-        self.layers, self.masks0, self.folder = layers, masks0, folder
+    def __init__(self, layers: list[Layer], masks0: Masks, folder: RunFolder,
+                 context: Callable[[nn.Module], PartitionContext] | None = None) -> None:
+        # context: a PartitionContext over the training model, for a resampled strategy that measures it
+        self.layers, self.masks0, self.folder, self.context = layers, masks0, folder, context
+        self.measured: dict | None = None  # what that strategy measured for the phase about to begin
+        self.digest = ""  # the current phase's masks digest (its phase and phase_movement events)
         self.phase, self.start_step = 0, 0
         self.start_weights: dict[str, torch.Tensor] = {}
         # keep: (state tensor's param, its key, flat indices of fixed coordinates, held values or None = zeros)
@@ -65,7 +79,7 @@ class Phases(Hook):
         phase = min(state.step // every, (state.spec.train.steps - 1) // every)
         path = phase_masks_path(self.folder, phase)
         masks = self.folder.load_tensors(path) if path.exists() else self._masks(state, phase)
-        self.phase, self.start_step = phase, phase * every
+        self.phase, self.start_step, self.digest = phase, phase * every, masks_digest(masks)
         start = self.folder.checkpoint_path(phase_start_name(phase))
         saved = self.folder.load_tensors(start if start.exists() else self.folder.checkpoint_path("init"))
         params = dict(state.model.named_parameters())
@@ -91,7 +105,12 @@ class Phases(Hook):
 
     def _masks(self, state: TrainState, phase: int) -> Masks:
         params = {name: p.detach() for name, p in state.model.named_parameters()}
-        return phase_masks(self.masks0, params, self.layers, state.spec, phase)
+        context = None
+        if state.spec.schedule.mode == "resample" and measures_model(state.spec.partition.strategy):
+            context = self.context(state.model)
+        masks = phase_masks(self.masks0, params, self.layers, state.spec, phase, context)
+        self.measured = context.files.get(HESSIAN_FILE) if context else None
+        return masks
 
     def _switch(self, state: TrainState) -> None:
         self._record_movement(state)
@@ -105,11 +124,15 @@ class Phases(Hook):
     def _begin(self, state: TrainState, phase: int, masks: Masks) -> None:
         self.phase, self.start_step = phase, state.step
         self.folder.save_tensors(phase_masks_path(self.folder, phase), masks)
+        if self.measured is not None and phase > 0:
+            self.folder.save_tensors(phase_hessian_path(self.folder, phase), self.measured)
+            self.measured = None
         weights = {name: p.detach().clone() for name, p in state.model.named_parameters()}
         self.folder.save_tensors(self.folder.checkpoint_path(phase_start_name(phase)), weights)
         self.start_weights = weights
         fixed = int(sum(int(m.sum()) for m in masks["fixed"].values()))
-        state.emit({"type": "phase", "step": state.step, "phase": phase, "masks": masks_digest(masks), "fixed": fixed})
+        self.digest = masks_digest(masks)
+        state.emit({"type": "phase", "step": state.step, "phase": phase, "masks": self.digest, "fixed": fixed})
 
     @torch.no_grad()
     def _record_movement(self, state: TrainState) -> None:
@@ -140,7 +163,7 @@ class Phases(Hook):
             }
             subsets[subset] = entry
         state.emit({"type": "phase_movement", "step": state.step, "phase": self.phase, "start_step": self.start_step,
-                    "subsets": subsets})  # fmt: skip
+                    "masks": self.digest, "subsets": subsets})  # fmt: skip
 
     # --- optimizer state while fixed (schedule.optimizer_state keep) -------------------------
     def _hold(self, state: TrainState) -> None:

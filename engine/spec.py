@@ -371,7 +371,12 @@ class ExperimentSpec(_Section):
         if schedule.mode == "resample" and partition.strategy in _UNSEEDED_STRATEGIES:
             raise ValueError(
                 f"schedule.mode 'resample' draws the partition afresh, but partition.strategy {partition.strategy!r} "
-                "draws nothing; use a random strategy (random_kernels, random_elements)"
+                "draws nothing; use a random strategy (random_kernels, random_elements) or a Hessian one (hessian_interaction, obd: measured again at each phase's start)"
+            )
+        if schedule.mode == "resample" and partition.hessian.at is not None:
+            raise ValueError(
+                "schedule.mode 'resample' measures the Hessian again at the weights each phase starts from; "
+                "partition.hessian.at would measure the same checkpoint every phase: leave it out"
             )
         return self
 

@@ -39,12 +39,17 @@ def partition_masks(
     fixed = {name: torch.zeros(params[name].shape, dtype=torch.bool) for layer in layers for name in layer.params}
     implementation = PARTITIONS.implementation(spec.strategy)
     # Strategies that measure the model (the Hessian's) also get the model and the data.
-    extra = (context,) if getattr(implementation, "measures_model", False) else ()
+    extra = (context,) if measures_model(spec.strategy) else ()
     fixed.update(implementation(params, layers, spec, generator, *extra))
     missing = set(params) - set(fixed)
     if missing:  # every parameter must belong to a layer, or it would escape both subsets
         raise ValueError(f"parameters outside any layer: {sorted(missing)}")
     return {"subset": {name: ~mask for name, mask in fixed.items()}, "fixed": fixed}
+
+
+def measures_model(strategy: str) -> bool:
+    """Whether `strategy` reads the model and the data (a PartitionContext), not just the shapes."""
+    return bool(getattr(PARTITIONS.implementation(strategy), "measures_model", False))
 
 
 def subset_sizes(masks: Masks) -> dict[str, int]:

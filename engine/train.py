@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,7 +32,7 @@ from engine.events import EventWriter, run_events
 from engine.features import Checkpoints, Evaluation, Freezing, Pruning, Tracking
 from engine.freezing import trainable
 from engine.loop import BatchOrder, Hook, TrainState, call, run_steps, training_loss  # noqa: F401 (re-exported)
-from engine.models import Layer, model_layers, param_count
+from engine.models import Layer, build_model, model_layers, param_count
 from engine.basin import Basin
 from engine.init_run import CarriedOptimizer, start_from_run
 from engine.phases import Phases
@@ -101,6 +102,16 @@ def assemble(
 
 
 
+def _remeasure(prep: Prepared, model: nn.Module) -> PartitionContext:
+    """What a resampled Hessian strategy measures at a phase's start: a plain model of the
+    spec (the training model carries the freezing machinery) holding the training model's
+    current weights and BatchNorm statistics; no cache (the weights never repeat)."""
+    plain = build_model(prep.spec.model, prep.data.input_shape, prep.data.num_classes)
+    current = model.state_dict()
+    plain.load_state_dict({key: current[key] for key in plain.state_dict()})
+    return PartitionContext(plain, prep.data, prep.device, None)
+
+
 def train(
     prep: Prepared,
     folder: RunFolder,
@@ -148,7 +159,7 @@ def train(
     elif spec.elastic and spec.elastic.rho > 0:  # rho 0 pulls nothing: the plain run, bit for bit
         features.append(ElasticPull(model, prep.masks["fixed"], spec.elastic.rho))
     # A changing partition switches masks right after freezing's copy-back, before anything is saved.
-    features += [Phases(prep.layers, prep.masks, folder)] if spec.schedule.every else []
+    features += [Phases(prep.layers, prep.masks, folder, partial(_remeasure, prep))] if spec.schedule.every else []
     pruning = Pruning(model, spec.fusion.prune, saved) if spec.fusion.prune.every else None
     features += [pruning] if pruning else []
     # Movement needs fixed tensor shapes; a pruned model's shrink, so pruning runs log widths instead.

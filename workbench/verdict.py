@@ -35,7 +35,7 @@ from typing import Any, Iterable
 
 from engine.events import EventsFold
 from engine.run_folder import RunFolder
-from workbench.phase_verdict import phase_comparison
+from workbench.phase_verdict import note_phase_masks, phase_comparison
 from workbench.scoped_verdict import scope_rows, scoped_comparison
 from workbench.best_single import best_single_model
 from workbench.verdict_stats import clip_interval, finite, mean_ci, ratio, t_quantile  # noqa: F401 (t_quantile: re-exported)
@@ -215,6 +215,8 @@ def _compare(
 
     frozen = bool(_first_spec(arm_runs).get("freeze")) and not _first_spec(ref_runs).get("freeze")
     scoped = scoped_comparison(pairs, finals, shared, notes, arm)
+    phases = phase_comparison(pairs)
+    note_phase_masks(phases, notes, arm)
     headline = scoped["headline"]["subset"]
     undecided = headline["ci"] is not None and headline["ci"][0] <= 1 <= headline["ci"][1]
     return {
@@ -226,7 +228,7 @@ def _compare(
         "answer": answer(scoped["headline"], arm, reference, frozen, paired=bool(seeds)),
         **scoped,
         **({"detectable_ratio": headline["detectable_ratio"]} if undecided else {}),
-        **({"phases": phases} if (phases := phase_comparison(pairs)) else {}),
+        **({"phases": phases} if phases else {}),
     }
 
 
