@@ -39,6 +39,9 @@ def run_submit(name: str, experiments_path: Path, logs_dir: Path, backend: str =
 class ComposeScreen(Screen):
     """Dismissed with the list of launched run ids, or None when cancelled."""
 
+    # Focus the name at once: focusing the first widget and then the name restyled the
+    # screen and rebuilt the footer twice while Compose opened.
+    AUTO_FOCUS = "#compose-name"
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
@@ -99,7 +102,6 @@ class ComposeScreen(Screen):
 
     def on_mount(self) -> None:
         self.title = f"compose experiment: {self.experiments_path}"
-        self.query_one("#compose-name", Input).focus()
         self._pristine: tuple | None = None
         self.call_after_refresh(self._take_pristine)  # once the fields have settled
 
