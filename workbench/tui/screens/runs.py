@@ -12,7 +12,8 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input, Static
 
 from engine.run_folder import read_json
-from workbench.tui.feed import STATUSES, RunFeed, StepRates, matches
+from workbench.run_filter import matches
+from workbench.tui.feed import STATUSES, RunFeed, StepRates
 from workbench.tui.run_columns import MARK, BY_KEY, Column, columns_for, row_cells, sorted_ids  # noqa: F401  (MARK: the tests read it)
 from workbench.tui.screens.polling import PollingScreen
 from workbench.tui.widgets.tables import cursor_key, show_rows
@@ -83,7 +84,7 @@ class RunsScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-bar"):
-            yield Input(placeholder="/ filter: id, experiment, status, device", id="runs-filter")
+            yield Input(placeholder="/ filter: text, or tag:T exp:X status:S host:H", id="runs-filter")
             yield Static("s status: all", id="runs-status-filter")
         yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static("", id="runs-info")
@@ -114,7 +115,7 @@ class RunsScreen(PollingScreen):
 
     def set_columns(self, table: DataTable) -> None:
         """The columns for the screen's width, a sort mark on the sorted one's label."""
-        columns = columns_for(self.size.width or 80)
+        columns = columns_for(self.size.width or 80, list(self.records.values()))
         labels = [c.label + (("▼" if self.sort_reverse else "▲") if c.key == self.sort_key else "") for c in columns]
         if columns == self.columns and [str(c.label) for c in table.ordered_columns] == labels:
             return
