@@ -9,8 +9,8 @@ machine has, anything else an Input that takes JSON. A field added to the models
 here with no change to this file. Each field's pydantic `description` is its tooltip and
 a dim help line; the validation message for a field is shown under it on every change.
 
-Only the sections the user sees first (the question's choices, the partition, an ensemble
-or fusion in use) are built when the form opens; every other section starts collapsed and
+Only the sections the user sees first (the question's choices, an ensemble or fusion in
+use) are built when the form opens; every other section starts collapsed and
 its fields are built on first expand (or when code asks for one of its widgets). The whole
 form is about 500 widgets, and building them all made Compose take seconds to open; until
 a section is built, its fields' values are kept in a plain dict and read from there.
@@ -176,7 +176,7 @@ class SpecForm(Vertical):
     """Inputs for every field of `model`, grouped by section, with inline validation."""
 
     DEFAULT_CSS = """
-    SpecForm { height: auto; }
+    SpecForm { height: auto; padding-top: 1; }
     /* a blank line around an open section's fields; closed sections' titles stack */
     SpecForm .section-body { height: auto; padding: 1 0 1 4; }
     SpecForm .field-row { height: auto; }
@@ -295,9 +295,10 @@ class SpecForm(Vertical):
         return [name for name in ("ensemble", "fusion", "fusion.prune") if name in sections and self._has(name)]
 
     def opened_first(self) -> list[str]:
-        """The sections built and expanded when the form opens: the ones layout_sections()
-        puts first. The rest start collapsed and are built on first expand."""
-        return [name for name in (QUESTION, "partition", *self._present(self._sections)) if name in self._sections]
+        """The sections built and expanded when the form opens: the question's main choices
+        and an ensemble or fusion in use. The rest (the partition's finer settings too) start
+        closed and are built on first open: every widget built costs time as Compose opens."""
+        return [name for name in (QUESTION, *self._present(self._sections)) if name in self._sections]
 
     def _has(self, section: str) -> bool:
         """Whether the spec uses `section` (an ensemble of 2+ members, a fusion of runs)."""
