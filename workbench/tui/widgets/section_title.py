@@ -1,10 +1,10 @@
-"""The title line of one section of a form: `▶ name` closed, `▼ name` open; enter, space or a
-click opens or closes it. The section's own problems (a whole-section rule, or a field of a
-section not built yet) show under the title, so a closed section still says what is wrong.
+"""The title line of one built section of a form: `▼ name` open, `▶ name` closed; enter,
+space or a click opens or closes it. The section's own problems (a whole-section rule)
+show under the title, so a closed section still says what is wrong.
 
 It stands in for Textual's Collapsible, which is three widgets per section (title, contents,
-and itself): the Compose form has about 18 sections, and every widget mounted costs time when
-the screen opens. The form owns the section's fields and shows or hides them on `Toggled`.
+and itself): every widget mounted costs time when Compose opens. The form owns the
+section's fields and shows or hides them on `Toggled`.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class SectionTitle(Static, can_focus=True):
         def control(self) -> SectionTitle:
             return self.title
 
-    def __init__(self, label: str, section: str, *, expanded: bool, id: str | None = None) -> None:
+    def __init__(self, label: str, section: str, *, expanded: bool, problems: str = "", id: str | None = None) -> None:
         super().__init__(id=id, markup=False)
         self.label = label
         self.section = section
         self.set_reactive(SectionTitle.expanded, expanded)
+        self.set_reactive(SectionTitle.problems, problems)
         self.update(self._content())
 
     def _content(self) -> Content:

@@ -10,10 +10,11 @@ here with no change to this file. Each field's pydantic `description` is its too
 a dim help line; the validation message for a field is shown under it on every change.
 
 Only the sections the user sees first (the question's choices, an ensemble or fusion in
-use) are built when the form opens; every other section starts collapsed and
-its fields are built on first expand (or when code asks for one of its widgets). The whole
-form is about 500 widgets, and building them all made Compose take seconds to open; until
-a section is built, its fields' values are kept in a plain dict and read from there.
+use) are built when the form opens. Every other section is a line of one list below them
+(`#form-sections`, with its problems under its name); enter on a line builds that section
+and opens it in its place (so does asking for one of its widgets). The whole form is about
+500 widgets, and building them all made Compose take seconds to open; until a section is
+built, its fields' values are kept in a plain dict and read from there.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widget import Widget
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.content import Content
+from textual.widgets import Checkbox, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
 
 from engine.registry import choices as registered_choices
 from engine.spec import ExperimentSpec
@@ -177,8 +181,10 @@ class SpecForm(Vertical):
 
     DEFAULT_CSS = """
     SpecForm { height: auto; padding-top: 1; }
-    /* a blank line around an open section's fields; closed sections' titles stack */
+    /* a blank line around an open section's fields */
     SpecForm .section-body { height: auto; padding: 1 0 1 4; }
+    SpecForm #form-sections { border: none; padding: 0; max-height: 100; }
+    SpecForm #form-sections > .option-list--option { padding: 0 1; }
     SpecForm .field-row { height: auto; }
     /* the field being edited stands out: its row tinted, its name bold in the accent colour */
     SpecForm .field-row:focus-within { background: $accent 20%; }
@@ -223,7 +229,7 @@ class SpecForm(Vertical):
         self._show_help = show_help
         self._initial = self._lenient_defaults(values or {})
         self._inputs: dict[str, Widget] = {}
-        self._messages: dict[str, Static] = {}
+        self._messages: dict[str, Static | None] = {}  # None: a section (see _show_problems)
         self._loading = False
         self._sections = self.layout_sections()
         self._section_of = {info.key: section for section, infos in self._sections.items() for info in infos}
@@ -233,6 +239,7 @@ class SpecForm(Vertical):
         self._kept: dict[str, Any] = {info.key: self._as_widget_gives(info, _get(self._initial, info.key))
                                          for info in self.fields}
         self._recheck_due = False
+        self._problems: dict[str, str] = {}  # a section's own problems, or its unbuilt fields'
 
     def _lenient_defaults(self, values: dict[str, Any]) -> dict[str, Any]:
         """Defaults of the model with `values` laid over them (values need not be valid)."""
@@ -310,19 +317,34 @@ class SpecForm(Vertical):
     def _section_dom_id(section: str) -> str:
         return f"section-{section.replace('.', '-') or 'general'}"
 
+    @staticmethod
+    def _title(section: str) -> str:
+        return {QUESTION: "what is frozen, where it runs", GENERAL: "experiment"}.get(section, section)
+
     def compose(self) -> ComposeResult:
         opened = self.opened_first()
-        for section, infos in self._sections.items():
-            title = {QUESTION: "what is frozen, where it runs", GENERAL: "experiment"}.get(section, section)
-            heading = SectionTitle(title, section, expanded=section in opened, id=self._section_dom_id(section))
+        for section in self._sections:
             if section and section != QUESTION:
-                self._messages[section] = heading  # shown under the title, even when closed
-            yield heading
-            if section in opened:
-                yield self._section_body(section)
+                self._messages[section] = None  # a section's problems: under its title, or its line in the list
+        for section in opened:
+            yield self._heading(section)
+            yield self._section_body(section)
+        # One widget for all the closed sections: a title line each cost as much as a field.
+        closed = [Option(self._closed_line(section), id=self._section_dom_id(section))
+                  for section in self._sections if section not in opened]
+        yield OptionList(*closed, id="form-sections", markup=False)
         message = Static("", classes="section-error", id="form-error", markup=False)
         self._messages[GENERAL] = message
         yield message
+
+    def _heading(self, section: str) -> SectionTitle:
+        return SectionTitle(self._title(section), section, expanded=True, problems=self._problems.get(section, ""),
+                            id=self._section_dom_id(section))
+
+    def _closed_line(self, section: str) -> Content:
+        line = Content(f"▶ {self._title(section)}")
+        problems = self._problems.get(section)
+        return Content.assemble(line, "\n", (problems, "$text-error")) if problems else line
 
     def _section_body(self, section: str) -> Widget:
         """The widgets of one section's fields (label and input, help line, error line),
@@ -343,23 +365,33 @@ class SpecForm(Vertical):
             rows.append(message)
         return Vertical(*rows, classes="section-body", id=f"{self._section_dom_id(section)}-body")
 
-    def build_section(self, section: str, *, expand: bool = True) -> None:
-        """Build the fields of `section` now (once), and expand it."""
-        heading = self.query_one(f"#{self._section_dom_id(section)}", SectionTitle)
-        if section not in self._built:
-            self.mount(self._section_body(section), after=heading)
-            self._schedule_recheck()  # the new fields' own error lines
-        if expand:
+    def build_section(self, section: str) -> SectionTitle:
+        """Build the fields of `section` (once: it leaves the list of closed sections and
+        takes its place among the open ones, in layout order), and open it."""
+        if section in self._built:
+            heading = self.query_one(f"#{self._section_dom_id(section)}", SectionTitle)
             heading.expanded = True
+            return heading
+        order = list(self._sections)
+        later = [s for s in order[order.index(section) + 1:] if s in self._built]
+        anchor = self.query_one(f"#{self._section_dom_id(later[0])}") if later else self.query_one("#form-sections")
+        heading = self._heading(section)
+        self.mount(heading, self._section_body(section), before=anchor)
+        closed = self.query_one("#form-sections", OptionList)
+        closed.remove_option(self._section_dom_id(section))
+        closed.display = closed.option_count > 0
+        self._schedule_recheck()  # the new fields' own error lines
+        return heading
+
+    @on(OptionList.OptionSelected, "#form-sections")
+    def _open_closed(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        section = next(s for s in self._sections if self._section_dom_id(s) == event.option.id)
+        self.build_section(section).focus()
 
     def on_section_title_toggled(self, event: SectionTitle.Toggled) -> None:
         event.stop()
-        section = event.title.section
-        if section not in self._built:
-            if event.title.expanded:
-                self.build_section(section, expand=False)
-            return
-        self.query_one(f"#{self._section_dom_id(section)}-body").display = event.title.expanded
+        self.query_one(f"#{self._section_dom_id(event.title.section)}-body").display = event.title.expanded
 
     def on_mount(self) -> None:
         self.refresh_errors()
@@ -451,12 +483,23 @@ class SpecForm(Vertical):
             shown[target] = f"{shown[target]}\n{line}".strip()
         for key, text in shown.items():
             widget = self._messages[key]
-            if isinstance(widget, SectionTitle):
-                widget.problems = text
+            if widget is None:
+                self._show_problems(key, text)
                 continue
             widget.update(text)
             widget.set_class(bool(text), "-shown")
         return errors
+
+    def _show_problems(self, section: str, text: str) -> None:
+        """A section's problems under its title, or on its line in the list of closed ones."""
+        if self._problems.get(section, "") == text:
+            return
+        self._problems[section] = text
+        if section in self._built:
+            self.query_one(f"#{self._section_dom_id(section)}", SectionTitle).problems = text
+        else:
+            self.query_one("#form-sections", OptionList).replace_option_prompt(
+                self._section_dom_id(section), self._closed_line(section))
 
     # events -----------------------------------------------------------------------------
     def _schedule_recheck(self) -> None:
