@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from workbench.runner import wait_until_done
 from workbench.store import STORE_FILE
+from workbench.tables import runs_view
 
 from cli_support import assert_clean_exit
 
@@ -27,13 +29,12 @@ def _wait_done(logs_dir: Path, run_ids: list[str]) -> None:
         assert wait_until_done(logs_dir / run_id, timeout=300) is not None, f"{run_id} never ended"
 
 
-def test_tags_round_trip_through_the_cli_and_survive_an_index_rebuild(cli, experiments_file, logs_dir):
-    result = cli("submit", "baseline", "--tag", "lr-sweep", "--tag", "paper:fig2", "--tag", "lr-sweep",
-                 "--experiments", experiments_file, "--logs-dir", logs_dir, "--json")
-    assert_clean_exit(result, 0)
+def test_tags_round_trip_through_the_cli_and_survive_an_index_rebuild(cli, wb, experiments_file, logs_dir):
+    # submit and fuse as real processes: their workers outlive the command (and its folder)
+    result = wb("submit", "baseline", "--tag", "lr-sweep", "--tag", "paper:fig2", "--tag", "lr-sweep",
+                "--experiments", experiments_file, "--logs-dir", logs_dir, "--json")
     [tagged] = json.loads(result.stdout)["run_ids"]
-    result = cli("submit", "baseline", "--seed", "1", "--experiments", experiments_file, "--logs-dir", logs_dir, "--json")
-    assert_clean_exit(result, 0)
+    result = wb("submit", "baseline", "--seed", "1", "--experiments", experiments_file, "--logs-dir", logs_dir, "--json")
     [plain] = json.loads(result.stdout)["run_ids"]
     try:
         by_id = {r["run_id"]: r for r in _runs(cli, logs_dir)}
@@ -62,8 +63,15 @@ def test_tags_round_trip_through_the_cli_and_survive_an_index_rebuild(cli, exper
     # The index lost: rebuilt from the run folders, tags included.
     (logs_dir / STORE_FILE).unlink()
     assert {r["run_id"]: r["tags"] for r in _runs(cli, logs_dir)} == {tagged: ["paper:fig2"], plain: ["control"]}
-    listed = cli("runs", "--logs-dir", logs_dir)
-    assert "#paper:fig2" in listed.stdout and "#control" in listed.stdout
+    console = Console(width=100, record=True)  # `runs`' table: each run's tags after its experiment
+    console.print(runs_view(_runs(cli, logs_dir)))
+    listed = console.export_text()
+    assert "baseline #paper:fig2" in listed and "baseline #control" in listed
+
+    result = wb("fuse", tagged, plain, "--mode", "average", "--tag", "fused", "--logs-dir", logs_dir, "--json")
+    [fused] = json.loads(result.stdout)["run_ids"]
+    _wait_done(logs_dir, [fused])
+    assert [r["run_id"] for r in _runs(cli, logs_dir, "--tag", "fused")] == [fused]
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "two words", "a,b", "x" * 41])
