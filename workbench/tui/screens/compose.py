@@ -19,12 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Select
+from textual.widgets import Input, Label, Select
 
 from engine.experiments_file import minimal_entry, save_experiment
 from engine.spec import Experiments, ExperimentSpec, SpecError
 from workbench.backends import BACKENDS
 from workbench.tui.screens.actions import run_workbench
+from workbench.tui.widgets.keys_footer import KeysFooter
 from workbench.tui.widgets.busy_line import BusyLine
 from workbench.tui.widgets.spec_form import SpecForm
 
@@ -99,7 +100,7 @@ class ComposeScreen(Screen):
                              compact=True, tooltip=BACKENDS.help())
             yield SpecForm(self._initial_values, id="compose-form")
         yield BusyLine(self._load_error, id="compose-status")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title = f"compose experiment: {self.experiments_path}"

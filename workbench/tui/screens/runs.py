@@ -9,13 +9,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from engine.run_folder import read_json
 from workbench.run_filter import matches
 from workbench.tui.feed import STATUSES, RunFeed, StepRates
 from workbench.tui.run_columns import MARK, BY_KEY, Column, columns_for, row_cells, sorted_ids  # noqa: F401  (MARK: the tests read it)
 from workbench.tui.screens.polling import PollingScreen
+from workbench.tui.widgets.keys_footer import KeysFooter
 from workbench.tui.widgets.busy_line import BusyLine
 from workbench.tui.widgets.tables import cursor_key, show_rows
 from workbench.tui.screens.actions import confirm_cancel, resume_run, run_workbench
@@ -89,7 +90,7 @@ class RunsScreen(PollingScreen):
             yield Static("s status: all", id="runs-status-filter")
         yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield BusyLine("", id="runs-info")
-        yield Footer(compact=True, show_command_palette=False)
+        yield KeysFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()

@@ -26,13 +26,14 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from engine.spec import Experiments, ResolvedStudy
 from workbench.escape import continue_from_sources, escape_section
 from workbench.study import RunKeys, match_runs, stored_runs
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
+from workbench.tui.widgets.keys_footer import KeysFooter
 from workbench.tui.widgets.chart import MetricChart
 from workbench.scoped_verdict import scope_rows
 from workbench.verdict import s_cells, study_verdict
@@ -205,7 +206,7 @@ class StudiesScreen(PollingScreen):
             yield Static("", id="study-answer")
             yield DataTable(id="study-verdict", cursor_type="none")
             yield MetricChart("headline subset dist ratio (arm / reference) over steps", id="study-chart")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#studies-table", DataTable)
