@@ -3,7 +3,7 @@
 Textual's Footer rebuilds all its key widgets on every bindings update, and a focus change
 sends two (the blur, then the focus): moving between the Runs screen's filter and its
 table rebuilt the footer twice per key, a good part of what that key cost. This one
-rebuilds at most once per refresh, and not at all when the shown keys are the same.
+rebuilds only when the shown keys differ from what it shows.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from textual.widgets import Footer
 class KeysFooter(Footer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._rebuild_due = False
         self._shown: tuple | None = None
 
     def _keys_shown(self) -> tuple:
@@ -30,14 +29,10 @@ class KeysFooter(Footer):
         self._bindings_ready = True
         if not screen.app.app_focus:
             return
-        if self.is_attached and screen is self.screen and not self._rebuild_due:
-            self._rebuild_due = True
-            self.call_after_refresh(self._rebuild)
+        if self.is_attached and screen is self.screen:
+            self.call_after_refresh(self._rebuild)  # when Textual's would: the second of a pair finds nothing new
 
     async def _rebuild(self) -> None:
-        self._rebuild_due = False
-        if not self.screen.is_current:  # under a modal (help, a confirmation): keep the keys it had
-            return
         shown = self._keys_shown()
         if shown != self._shown:
             self._shown = shown
