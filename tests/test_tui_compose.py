@@ -44,6 +44,7 @@ def no_nvidia_smi(monkeypatch):
 
 
 async def _type_into(pilot, widget: Input, text: str) -> None:
+    await pilot.pause()  # a field of a closed section is built when asked for: let it mount
     widget.focus()
     await pilot.pause()
     await pilot.press("end", *["backspace"] * len(widget.value), *text)
@@ -74,6 +75,8 @@ async def test_form_has_a_widget_for_every_settable_key_built_from_the_models():
         assert [value for _, value in device._options if value is not Select.NULL] == ["auto", "cpu", "cuda:0"]
         assert form.value() == ExperimentSpec().model_dump(mode="json")
         assert form.errors() == {}
+        await pilot.pause()  # the sections built on demand above mount (a collapsed section is built when asked for)
+        assert form.value() == ExperimentSpec().model_dump(mode="json")
 
 
 @sync

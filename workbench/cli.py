@@ -151,6 +151,10 @@ RayAddress = Annotated[
 ]
 GpusPerRun = Annotated[float, typer.Option(help="ray: GPUs a CUDA run asks for (0.5: two runs share a GPU).")]
 CpusPerRun = Annotated[float, typer.Option(help="ray: CPUs each run asks for (and trains a CPU run with).")]
+Tags = Annotated[
+    Optional[list[str]],
+    typer.Option("--tag", help="Label the runs (repeatable); find them with `runs --tag T` or `tag:T` in the TUI's filter."),
+]
 
 
 def _launch_options(backend: Any, ray_address: str | None, gpus_per_run: float, cpus_per_run: float):
@@ -237,21 +241,31 @@ def runs(
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
     watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh in place until Ctrl-C.")] = False,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only runs with this tag (repeatable: all of them).")] = None,
 ) -> None:
-    """List runs: status, device, step, final accuracy, and how far each subset moved."""
+    """List runs: status, device, host, step, final accuracy, and how far each subset moved."""
+    from workbench.tags import check_tags, has_tags
+
+    wanted = check_tags(tag)
+
+    def listed() -> list[dict]:
+        return [r for r in _store_runs(logs_dir) if has_tags(r, wanted)]
+
     if watch and not as_json:
         from rich.live import Live
 
-        with Live(tables.runs_view(_store_runs(logs_dir)), console=stdout, auto_refresh=False) as live:
+        with Live(tables.runs_view(listed()), console=stdout, auto_refresh=False) as live:
             try:
                 while True:
                     time.sleep(1.0)
-                    live.update(tables.runs_view(_store_runs(logs_dir)), refresh=True)
+                    live.update(tables.runs_view(listed()), refresh=True)
             except KeyboardInterrupt:
                 return
-    records = _store_runs(logs_dir)
+    records = listed()
     if as_json:
         typer.echo(json.dumps(records))
+    elif not records and wanted:
+        stderr.print(f"no runs in {logs_dir}/ tagged {', '.join(wanted)}; `workbench tag RUN TAG` tags one")
     elif not records:
         stderr.print(f"no runs in {logs_dir}/ yet; start one with: workbench submit or workbench run --headless")
     else:
@@ -271,14 +285,17 @@ def submit(
     ray_address: RayAddress = None,
     gpus_per_run: GpusPerRun = 1.0,
     cpus_per_run: CpusPerRun = 1.0,
+    tag: Tags = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
 ) -> None:
     """Queue runs in the background and return at once; they outlive this terminal."""
     from workbench.runner import submit as submit_run
+    from workbench.tags import check_tags
 
     options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    tags = check_tags(tag)
 
     if seed is not None and seeds is not None:
         raise SpecError("--seed and --seeds: give one (a single seed, or a count of seeds 0..K-1)")
@@ -294,7 +311,7 @@ def submit(
     from engine.preflight import preflight
 
     preflight([launcher.checkable(spec) for spec in specs], logs_dir)  # what the workers would fail on, told now
-    folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher) for spec in specs]
+    folders = [submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher, tags=tags) for spec in specs]
     _print_queued([(folder, f"{name}, seed {spec.seed}, {spec.device}") for folder, spec in zip(folders, specs)], as_json)
 
 
@@ -334,14 +351,17 @@ def fuse(
     ray_address: RayAddress = None,
     gpus_per_run: GpusPerRun = 1.0,
     cpus_per_run: CpusPerRun = 1.0,
+    tag: Tags = None,
     logs_dir: LogsDir = Path("logs"),
     as_json: AsJson = False,
 ) -> None:
     """Build a new run from trained runs and queue it in the background."""
     from workbench.fuse import fused_spec
     from workbench.runner import submit as submit_run
+    from workbench.tags import check_tags
 
     options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
+    tags = check_tags(tag)
 
     mode, prune_criterion = mode.value, prune_criterion.value  # the registered names, as the spec holds them
     members = [_find_run(logs_dir, run_id) for run_id in run_ids]
@@ -354,7 +374,7 @@ def fuse(
     from engine.preflight import preflight
 
     preflight([launcher.checkable(spec)], logs_dir)  # e.g. a member with no final checkpoint yet: refused now, not failed later
-    folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher)
+    folder = submit_run(spec, name, logs_dir, max_per_device=max_per_device, launcher=launcher, tags=tags)
     _print_queued([(folder, f"{name} of {', '.join(m['run_id'] for m in members)}, {spec.device}")], as_json)
 
 
@@ -402,6 +422,28 @@ def resume(
         ray_device(record.get("device") or "cpu", options)
     folder = resume_run(record, logs_dir, max_per_device=max_per_device, launcher=options.launcher())
     typer.echo(f"resumed {folder.run_id}: {folder.path}")
+
+
+@app.command()
+@friendly
+def tag(
+    run_id: Annotated[str, typer.Argument(help="The run (a unique prefix works).")],
+    tags: Annotated[list[str], typer.Argument(help="Tags to add (or with --remove, to take off).")],
+    remove: Annotated[bool, typer.Option("--remove", help="Take these tags off the run instead.")] = False,
+    logs_dir: LogsDir = Path("logs"),
+    as_json: AsJson = False,
+) -> None:
+    """Label a run (or take labels off): `runs --tag T` and the TUI's `tag:T` filter find it."""
+    from workbench.tags import check_tags, tag_runs
+
+    tags = check_tags(tags)  # before anything is read or written
+    record = _find_run(logs_dir, run_id)
+    done = tag_runs(logs_dir, [Path(record["run_dir"])], remove=tags) if remove else \
+        tag_runs(logs_dir, [Path(record["run_dir"])], add=tags)
+    if as_json:
+        typer.echo(json.dumps({"run_id": record["run_id"], "tags": done[record["run_id"]]}))
+    else:
+        typer.echo(f"{record['run_id']}: tags {', '.join(done[record['run_id']]) or '(none)'}")
 
 
 @app.command()
@@ -494,17 +536,21 @@ def study(
     ray_address: RayAddress = None,
     gpus_per_run: GpusPerRun = 1.0,
     cpus_per_run: CpusPerRun = 1.0,
+    tag: Tags = None,
     experiments: ExperimentsPath = Path(DEFAULT_EXPERIMENTS),
     logs_dir: LogsDir = Path("logs"),
     reuse_any_code: ReuseAnyCode = False,
     as_json: AsJson = False,
 ) -> None:
-    """Run (or re-use) every arm x seed of a study (of every cell of a sweep), wait, and print the verdict."""
+    """Run (or re-use) every arm x seed of a study (of every cell of a sweep), wait, and print the verdict.
+    Its runs are tagged with the study's name (and each --tag)."""
     from workbench.progress import follow_runs
     from workbench.study import check_completed, gather, with_prerequisites
     from workbench.sweep import grid_table
+    from workbench.tags import check_tags, is_tag, tag_runs
     from workbench.verdict import verdict_table
 
+    tags = check_tags(tag)
     resolved = _resolve_study(experiments, name, seeds, set_)
     options = _launch_options(backend, ray_address, gpus_per_run, cpus_per_run)
     try:  # runs that other runs need first: `continues`' converged runs, the runs fuse arms fuse
@@ -523,6 +569,9 @@ def study(
 
         disconnect()  # the runs are Ray's now: following them needs only their folders
     study_memory.remember(logs_dir, name, seeds, set_)  # so that `report NAME` finds these runs
+    # a name that cannot be a tag (a space in it) is left out: the study's name is in its runs' experiments too
+    tag_runs(logs_dir, [path for f in found for seeds_ in f.runs.values() for path in seeds_.values()],
+             [*([name] if is_tag(name) else []), *tags])
     cells = f" x {len(parts)} sweep cells" if resolved.cells else ""
     stderr.print(
         f"study {name}: {len(resolved.arms)} arms x {len(resolved.seeds)} seeds{cells}; "

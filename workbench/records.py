@@ -22,6 +22,7 @@ from workbench.heartbeat import read_heartbeat
 from workbench.liveness import ACTIVE, process_alive, with_liveness  # noqa: F401 (process_alive: re-exported)
 from workbench.ray_node import node_of
 from workbench.ray_waiting import waiting_beat
+from workbench.tags import read_tags
 
 LAUNCH_FILE = "launch.json"  # written by the runner: experiment, pid, host, submitted time
 
@@ -126,6 +127,7 @@ def record_from_folder(path: Path) -> dict[str, Any] | None:
         "heartbeat": (beat or {}).get("time"),
         "run_dir": str(path.resolve()),
         "error": end.get("error") if end else None,
+        "tags": read_tags(path),  # the researcher's labels (workbench/tags.py), kept in the folder
         **spec_fields(spec),
         **figures,
     }

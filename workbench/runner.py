@@ -142,13 +142,19 @@ def submit(
     *,
     max_per_device: int | None = None,
     launcher: Launcher | None = None,
+    tags: list[str] = (),
 ) -> RunFolder:
-    """Queue one run (its spec's device already concrete) and start its worker; returns at once."""
+    """Queue one run (its spec's device already concrete) and start its worker; returns at once.
+    `tags` (checked ones, workbench/tags.py) are written before the run is indexed."""
     folder = RunFolder.create(logs_dir)
     lock = RunLock(folder.path)
     lock.acquire()  # a new folder: nobody else can hold it
     lock.write_owner(os.getpid())
     folder.write_spec(spec.model_dump(mode="json"))
+    if tags:
+        from workbench.tags import change_tags
+
+        change_tags(folder.path, tags)
     limit = max_per_device or default_max_per_device()
     _launch(folder, lock, experiment, Store(logs_dir), launcher or LocalLauncher(), limit, False)
     return folder

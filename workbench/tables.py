@@ -55,15 +55,29 @@ def run_host(record: dict[str, Any]) -> str:
     return f"{record.get('host') or '-'}{node}"
 
 
+def any_elsewhere(records: list[dict[str, Any]]) -> bool:
+    """Whether some run ran on another host or under Ray (a shared logs dir, a cluster): then
+    tables show a host column, which would only repeat this host's name otherwise."""
+    return any(r.get("backend") == "ray" or r.get("host") not in (None, socket.gethostname()) for r in records)
+
+
+def experiment_text(record: dict[str, Any]) -> Text:
+    """The experiment's name, then the run's tags (`#tag`, dim): in the column that gives way
+    first at 80 columns, so tags never push a figure off the line (`--json` has them whole)."""
+    text = Text(record.get("experiment") or "-")
+    for tag in record.get("tags") or ():
+        text.append(f" #{tag}", style="dim")
+    return text
+
+
 def runs_table(records: list[dict[str, Any]]) -> Table:
     # Fits 80 columns: one space between columns, ids never wrap, the experiment name gives
     # way first, and the pid column only appears while some run is alive.
     live = any(r.get("status") in ("queued", "running") for r in records)
-    # The host column only when runs ran elsewhere (a shared logs dir, a Ray cluster).
-    hosts = any(r.get("backend") == "ray" or r.get("host") not in (None, socket.gethostname()) for r in records)
+    hosts = any_elsewhere(records)
     table = Table(title="runs", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("run", no_wrap=True, min_width=8)
-    table.add_column("experiment", overflow="ellipsis", no_wrap=True, min_width=8, ratio=1)
+    table.add_column("experiment", overflow="ellipsis", no_wrap=True, min_width=8, max_width=20, ratio=1)
     for name in ("status", "device", *(("host",) if hosts else ()), *(("pid",) if live else ())):
         table.add_column(name, no_wrap=True, justify="right" if name == "pid" else "left")
     for name in ("step", "acc", "subset", "fixed"):
@@ -73,7 +87,7 @@ def runs_table(records: list[dict[str, Any]]) -> Table:
         alive = r.get("status") in ("queued", "running")
         table.add_row(
             r["run_id"],
-            r.get("experiment") or "-",
+            experiment_text(r),
             status_text(r.get("status", "?")),
             r.get("device") or "-",
             *((run_host(r),) if hosts else ()),

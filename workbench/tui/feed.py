@@ -16,6 +16,7 @@ from typing import Any
 from engine.events import EventsFold, survives_resume
 from engine.run_folder import LOG_FILE  # noqa: F401  (the run screen tails it)
 from engine.vocabulary import SUBSETS
+from workbench.run_filter import matches  # noqa: F401  (the filter moved there; tests import it from here)
 from workbench.runner import refresh_active
 from workbench.store import Store
 from workbench.tables import number
@@ -38,15 +39,6 @@ class RunFeed:
             return []
         records = refresh_active(Store(self.logs_dir))
         return sorted(records, key=lambda r: (r.get("created") or 0, r.get("run_id", "")), reverse=True)
-
-
-def matches(record: dict[str, Any], text: str = "", status: str = "all") -> bool:
-    """Whether a run passes the filter: `status` exactly (unless "all"), and every word of
-    `text` found (case-insensitive) in its id, experiment, status or device."""
-    if status != "all" and record.get("status") != status:
-        return False
-    haystack = " ".join(str(record.get(k) or "") for k in ("run_id", "experiment", "status", "device")).lower()
-    return all(word in haystack for word in text.lower().split())
 
 
 def progress_bar(step: int | None, steps: int | None, width: int = 5) -> str:

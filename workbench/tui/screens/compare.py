@@ -10,12 +10,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 
 from engine.events import EVENTS_FILE
 from engine.run_folder import read_json
 from workbench.tui.feed import EventsTail, short_number
 from workbench.tui.live_ratio import LiveRatio, live_ratio
+from workbench.tui.widgets.keys_footer import KeysFooter
 from workbench.tui.widgets.chart import OKABE_ITO, RGB, MetricChart, rich_colour
 from workbench.tui.screens.polling import PollingScreen
 
@@ -137,7 +138,7 @@ class CompareScreen(PollingScreen):
                         yield CompareChart(title, self.plot_colours, self.names, id=chart_id)
             with TabPane("Spec diff", id="cmp-tab-spec"):
                 yield DataTable(id="cmp-spec", cursor_type="row", zebra_stripes=True)
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def legend(self) -> Text:
         text = Text()

@@ -19,12 +19,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Select, Static
+from textual.widgets import Input, Label, Select
 
 from engine.experiments_file import minimal_entry, save_experiment
 from engine.spec import Experiments, ExperimentSpec, SpecError
 from workbench.backends import BACKENDS
 from workbench.tui.screens.actions import run_workbench
+from workbench.tui.widgets.keys_footer import KeysFooter
+from workbench.tui.widgets.busy_line import BusyLine
 from workbench.tui.widgets.spec_form import SpecForm
 
 UNSAVED_NAME = "unsaved"
@@ -39,6 +41,9 @@ def run_submit(name: str, experiments_path: Path, logs_dir: Path, backend: str =
 class ComposeScreen(Screen):
     """Dismissed with the list of launched run ids, or None when cancelled."""
 
+    # Focus the name at once: focusing the first widget and then the name restyled the
+    # screen and rebuilt the footer twice while Compose opened.
+    AUTO_FOCUS = "#compose-name"
 
     BINDINGS = [
         Binding("ctrl+s", "save", "Save"),
@@ -94,12 +99,11 @@ class ComposeScreen(Screen):
                 yield Select([(n, n) for n in BACKENDS.names], allow_blank=False, value="local", id="compose-backend",
                              compact=True, tooltip=BACKENDS.help())
             yield SpecForm(self._initial_values, id="compose-form")
-        yield Static(self._load_error, id="compose-status", markup=False)
-        yield Footer(compact=True)
+        yield BusyLine(self._load_error, id="compose-status")
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.title = f"compose experiment: {self.experiments_path}"
-        self.query_one("#compose-name", Input).focus()
         self._pristine: tuple | None = None
         self.call_after_refresh(self._take_pristine)  # once the fields have settled
 
@@ -133,8 +137,8 @@ class ComposeScreen(Screen):
         return None if value is Select.NULL else value
 
     def _status(self, text: str, *, error: bool = False) -> None:
-        status = self.query_one("#compose-status", Static)
-        status.update(text)
+        status = self.query_one("#compose-status", BusyLine)
+        status.say(text)
         status.set_class(error, "-error")
 
     def _valid_spec(self) -> ExperimentSpec | None:
@@ -226,7 +230,9 @@ class ComposeScreen(Screen):
     def _start_submit(self, name: str, path: Path, scratch: Path | None) -> None:
         self.launching = True
         backend = str(self.query_one("#compose-backend", Select).value)  # read here: the thread never touches widgets
-        self._status(f"submitting {name}" + (" to Ray..." if backend == "ray" else "..."))
+        self._status("")
+        self.query_one("#compose-status", BusyLine).start(f"submitting {name}" + (" to Ray" if backend == "ray" else "")
+                                                          + ": checking the spec and queuing (a few seconds)")
         self._submit(name, path, scratch, backend)
 
     def action_save_launch(self) -> None:
@@ -255,6 +261,7 @@ class ComposeScreen(Screen):
 
     def _launch_done(self, name: str, ids: list[str] | None, problem: str) -> None:
         self.launching = False
+        self.query_one("#compose-status", BusyLine).stop()
         if ids is None:
             self._status(f"launch failed: {problem}", error=True)
             self.notify(problem, title="launch failed", severity="error")

@@ -9,12 +9,15 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from engine.run_folder import read_json
-from workbench.tui.feed import STATUSES, RunFeed, StepRates, matches
+from workbench.run_filter import matches
+from workbench.tui.feed import STATUSES, RunFeed, StepRates
 from workbench.tui.run_columns import MARK, BY_KEY, Column, columns_for, row_cells, sorted_ids  # noqa: F401  (MARK: the tests read it)
 from workbench.tui.screens.polling import PollingScreen
+from workbench.tui.widgets.keys_footer import KeysFooter
+from workbench.tui.widgets.busy_line import BusyLine
 from workbench.tui.widgets.tables import cursor_key, show_rows
 from workbench.tui.screens.actions import confirm_cancel, resume_run, run_workbench
 
@@ -83,11 +86,11 @@ class RunsScreen(PollingScreen):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="runs-bar"):
-            yield Input(placeholder="/ filter: id, experiment, status, device", id="runs-filter")
+            yield Input(placeholder="/ filter: text, or tag:T exp:X status:S host:H", id="runs-filter")
             yield Static("s status: all", id="runs-status-filter")
         yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Static("", id="runs-info")
-        yield Footer(compact=True, show_command_palette=False)
+        yield BusyLine("", id="runs-info")
+        yield KeysFooter(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).focus()
@@ -114,7 +117,7 @@ class RunsScreen(PollingScreen):
 
     def set_columns(self, table: DataTable) -> None:
         """The columns for the screen's width, a sort mark on the sorted one's label."""
-        columns = columns_for(self.size.width or 80)
+        columns = columns_for(self.size.width or 80, list(self.records.values()))
         labels = [c.label + (("▼" if self.sort_reverse else "▲") if c.key == self.sort_key else "") for c in columns]
         if columns == self.columns and [str(c.label) for c in table.ordered_columns] == labels:
             return
@@ -137,7 +140,7 @@ class RunsScreen(PollingScreen):
         shown += f", {marked} marked" if marked else ""
         if self.sort_key:
             shown += f", by {BY_KEY[self.sort_key].label}" + (" (reversed)" if self.sort_reverse else "")
-        self.query_one("#runs-info", Static).update(error or f"{shown} in {self.logs_dir}")
+        self.query_one("#runs-info", BusyLine).say(error or f"{shown} in {self.logs_dir}")
 
     def highlighted_id(self) -> str | None:
         return cursor_key(self.query_one("#runs-table", DataTable))
@@ -255,6 +258,7 @@ class RunsScreen(PollingScreen):
         """`workbench fuse` takes seconds (it starts Python and checks the members): say so at
         once, and keep the table answering meanwhile (the command runs in a thread)."""
         self.notify(f"fusing {', '.join(ids)} ({mode}): checking the members and queuing...", title="fuse")
+        self.query_one("#runs-info", BusyLine).start(f"fusing {', '.join(ids)} ({mode})")
         self._fuse(ids, mode)
 
     @work(thread=True, group="fuse")
@@ -263,6 +267,7 @@ class RunsScreen(PollingScreen):
         self.app.call_from_thread(self._fused, ids, mode, queued, problem)
 
     def _fused(self, ids: list[str], mode: str, queued: list[str] | None, problem: str) -> None:
+        self.query_one("#runs-info", BusyLine).stop()
         if queued is None:  # the members do not fit: `workbench fuse` said why in one sentence
             self.notify(problem, title="fuse refused", severity="error")
             return

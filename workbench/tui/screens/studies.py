@@ -26,7 +26,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from engine.spec import Experiments, ResolvedStudy
 from workbench.best_single import best_single_table
@@ -34,6 +34,7 @@ from workbench.escape import escape_section
 from workbench.study import RunKeys, match_runs, stored_runs, with_prerequisites
 from workbench.tables import STATUS_STYLE
 from workbench.tui.feed import Series, progress_bar
+from workbench.tui.widgets.keys_footer import KeysFooter
 from workbench.tui.widgets.chart import MetricChart
 from workbench.scoped_verdict import scope_rows
 from workbench.verdict import s_cells, study_verdict
@@ -208,7 +209,7 @@ class StudiesScreen(PollingScreen):
             yield DataTable(id="study-verdict", cursor_type="none")
             yield Static("", id="study-best")  # a study with ensemble arms: the best single model
             yield MetricChart("headline subset dist ratio (arm / reference) over steps", id="study-chart")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#studies-table", DataTable)
