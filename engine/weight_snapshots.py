@@ -53,6 +53,13 @@ def bin_index(values: torch.Tensor, low: float, high: float, bins: int = BINS) -
     return position.clamp_(0, bins - 1).long()  # truncation is the floor here: nothing is negative after the clamp
 
 
+def histogram(values: torch.Tensor, low: float, high: float, bins: int = BINS) -> list[int]:
+    """Counts of `values` in `bins` equal bins over [low, high]; values beyond go to the end bins."""
+    if values.numel() == 0:
+        return [0] * bins
+    return torch.bincount(bin_index(values.flatten(), low, high, bins), minlength=bins).tolist()
+
+
 def layer_histograms(params: dict[str, torch.Tensor], layer: Layer, masks: dict[str, dict[str, torch.Tensor]],
                      low: float, high: float, bins: int = BINS) -> dict[str, list[int]]:
     """Per subset, the counts of `layer`'s values that the subset's mask selects (weights and
