@@ -63,7 +63,6 @@ class Phases(Hook):
                  context: Callable[[nn.Module], PartitionContext] | None = None) -> None:
         # context: a PartitionContext over the training model, for a resampled strategy that measures it
         self.layers, self.masks0, self.folder, self.context = layers, masks0, folder, context
-        self.measured: dict | None = None  # what that strategy measured for the phase about to begin
         self.digest = ""  # the current phase's masks digest (its phase and phase_movement events)
         self.phase, self.start_step = 0, 0
         self.start_weights: dict[str, torch.Tensor] = {}
@@ -78,7 +77,7 @@ class Phases(Hook):
         every = state.spec.schedule.every
         phase = min(state.step // every, (state.spec.train.steps - 1) // every)
         path = phase_masks_path(self.folder, phase)
-        masks = self.folder.load_tensors(path) if path.exists() else self._masks(state, phase)
+        masks = self.folder.load_tensors(path) if path.exists() else self._masks(state, phase)[0]
         self.phase, self.start_step, self.digest = phase, phase * every, masks_digest(masks)
         start = self.folder.checkpoint_path(phase_start_name(phase))
         saved = self.folder.load_tensors(start if start.exists() else self.folder.checkpoint_path("init"))
@@ -103,30 +102,29 @@ class Phases(Hook):
         every, step = state.spec.schedule.every, state.step
         return step % every == 0 and step < state.spec.train.steps and self.phase < step // every
 
-    def _masks(self, state: TrainState, phase: int) -> Masks:
+    def _masks(self, state: TrainState, phase: int) -> tuple[Masks, dict | None]:
+        """The phase's masks, and what a resampled Hessian strategy measured to choose them (else None)."""
         params = {name: p.detach() for name, p in state.model.named_parameters()}
         context = None
         if state.spec.schedule.mode == "resample" and measures_model(state.spec.partition.strategy):
             context = self.context(state.model)
         masks = phase_masks(self.masks0, params, self.layers, state.spec, phase, context)
-        self.measured = context.files.get(HESSIAN_FILE) if context else None
-        return masks
+        return masks, context.files.get(HESSIAN_FILE) if context else None
 
     def _switch(self, state: TrainState) -> None:
         self._record_movement(state)
-        masks = self._masks(state, self.phase + 1)
+        masks, measured = self._masks(state, self.phase + 1)
         if state.spec.schedule.optimizer_state == "reset":
             state.optimizer.state.clear()
         state.replace_masks(masks)
-        self._begin(state, self.phase + 1, masks)
+        self._begin(state, self.phase + 1, masks, measured)
         self._hold(state)
 
-    def _begin(self, state: TrainState, phase: int, masks: Masks) -> None:
+    def _begin(self, state: TrainState, phase: int, masks: Masks, measured: dict | None = None) -> None:
         self.phase, self.start_step = phase, state.step
         self.folder.save_tensors(phase_masks_path(self.folder, phase), masks)
-        if self.measured is not None and phase > 0:
-            self.folder.save_tensors(phase_hessian_path(self.folder, phase), self.measured)
-            self.measured = None
+        if measured is not None:  # (phase 0's measurement is the run's own hessian.pt)
+            self.folder.save_tensors(phase_hessian_path(self.folder, phase), measured)
         weights = {name: p.detach().clone() for name, p in state.model.named_parameters()}
         self.folder.save_tensors(self.folder.checkpoint_path(phase_start_name(phase)), weights)
         self.start_weights = weights
